@@ -1,0 +1,98 @@
+"""Command line: python -m brokerlab {lab,test,setup,stack,exercises}.
+
+Runs from a fresh clone with the system's python3: every command but `setup`
+re-runs itself inside the course environment (.venv), creating it if needed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from . import bootstrap
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m brokerlab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="create .venv and install the pinned packages")
+    lab = sub.add_parser("lab", help="set up, start the broker stack and open JupyterLab on notebook 00")
+    lab.add_argument("--no-browser", action="store_true")
+    test = sub.add_parser("test", help="run the whole test suite (unit tests, every notebook twice, lab solutions)")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
+    stack = sub.add_parser("stack", help="manage the broker stack")
+    stack.add_argument("action", choices=["up", "down", "status", "logs", "reset"])
+    stack.add_argument("broker", nargs="?", choices=["redis", "rabbitmq", "kafka"], help="(logs) one broker")
+    stack.add_argument("-n", "--lines", type=int, default=40, help="(logs) lines per log")
+    exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
+    exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command == "setup":
+        bootstrap.ensure_venv()
+        print(f"brokerlab: course environment ready in {bootstrap.VENV}")
+        return 0
+    if not bootstrap.in_course_env():
+        bootstrap.reexec_in_venv(argv)  # does not return
+    from .errors import StackError
+
+    try:
+        return run(args)
+    except StackError as exc:
+        print(f"brokerlab: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args) -> int:
+    from . import stack
+
+    if args.command == "stack":
+        if args.action == "up":
+            stack.up()
+        elif args.action == "down":
+            stack.down()
+        elif args.action == "reset":
+            stack.reset()
+        elif args.action == "logs":
+            stack.logs(broker=args.broker, lines=args.lines)
+        else:
+            return 0 if stack.print_status() else 3
+        return 0
+    if args.command == "lab":
+        return lab(args)
+    if args.command == "test":
+        from .testing import run_test_suite
+
+        return run_test_suite(args.pytest_args)
+    if args.command == "exercises":
+        from .labs.build import build_all
+
+        stale = build_all(check_only=args.check)
+        return 1 if (args.check and stale) else 0
+    return 2
+
+
+def lab(args) -> int:
+    from . import stack
+    from .stack.paths import REPO_ROOT
+
+    stack.up()
+    command = [sys.executable, "-m", "jupyter", "lab", "--ip=127.0.0.1",
+               f"--ServerApp.root_dir={REPO_ROOT}", "notebooks/00_orientation.ipynb"]
+    if args.no_browser:
+        command.append("--no-browser")
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    print("Starting JupyterLab (Ctrl-C to stop it; the brokers keep running until `make down`).", flush=True)
+    return subprocess.call(command, cwd=REPO_ROOT)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,371 @@
+"""The native launcher: Redis, RabbitMQ and Kafka as plain processes on 127.0.0.1.
+
+For machines without a Docker engine (CI, a Debian laptop).  Each service keeps
+its data, log and pid file under the stack folder of its port set, is "up" only
+when its own health check answers, and is stopped without leaving a process
+behind (epmd included).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from ..endpoints import BROKER_NAMES, Endpoints
+from ..errors import BrokerUnavailable, StackError
+from . import kafka_dist
+from .procs import pid_alive, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
+
+START_DEADLINE = {"redis": 15.0, "rabbitmq": 90.0, "kafka": 90.0}
+
+
+class NativeService:
+    name = ""
+    ports: tuple[str, ...] = ()
+
+    def __init__(self, ep: Endpoints, root: Path):
+        self.ep = ep
+        self.dir = root / self.name
+        self.pid_file = self.dir / f"{self.name}.pid"
+
+    # --- health -----------------------------------------------------------------------
+    def probe(self) -> str:
+        from ..health import PROBES
+
+        return PROBES[self.name](self.ep)
+
+    def healthy(self) -> bool:
+        if not port_in_use(self.ep.host, self.ep.ports[self.ports[0]]):
+            return False  # nothing listens: no need to wait for a client's timeout
+        try:
+            self.probe()
+            return True
+        except BrokerUnavailable:
+            return False
+
+    def pids(self) -> list[int]:
+        pid = read_pid(self.pid_file)
+        return [pid] if pid_alive(pid) else []
+
+    def rss(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids())
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def needs_start(self) -> bool:
+        """False when already healthy.  Clears what a killed or frozen earlier run left behind."""
+        if self.healthy():
+            return False
+        if self.pids():  # ours, but not answering: left over from a killed run, or frozen
+            self.stop()
+        self.check_ports_free()
+        return True
+
+    def start_and_wait(self) -> float:
+        """Start the server and wait until its health check answers; returns the seconds it took."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        self.start()
+        self.wait_ready(started + START_DEADLINE[self.name])
+        return time.monotonic() - started
+
+    def wait_ready(self, deadline: float) -> None:
+        last = "no answer yet"
+        gone_since = None
+        while time.monotonic() < deadline:
+            try:
+                self.probe()
+                return
+            except BrokerUnavailable as exc:
+                last = exc.reason
+            if self.pids() or self.starting():
+                gone_since = None
+            elif gone_since is None:
+                gone_since = time.monotonic()  # pid files are written a moment after the fork
+            elif time.monotonic() - gone_since > 1.0:
+                raise StackError(f"{BROKER_NAMES[self.name]} exited while starting. Last lines of "
+                                 f"{self.log_file}:\n{tail(self.log_file)}")
+            time.sleep(0.25)
+        raise StackError(f"{BROKER_NAMES[self.name]} did not become healthy within "
+                         f"{START_DEADLINE[self.name]:.0f} s ({last}). Last lines of {self.log_file}:\n"
+                         f"{tail(self.log_file)}")
+
+    def starting(self) -> bool:
+        """True while a start script is still launching the server (before its pid file exists)."""
+        return False
+
+    def check_ports_free(self) -> None:
+        for port_name in self.ports:
+            port = self.ep.ports[port_name]
+            if port_in_use(self.ep.host, port):
+                owner = port_owner(port)
+                who = f"pid {owner[0]}: {owner[1][:120]}" if owner else "another program"
+                raise StackError(
+                    f"Port {port} ({port_name}) on {self.ep.host} is taken by {who}, and it is not a healthy "
+                    f"{BROKER_NAMES[self.name]} of this stack.\n"
+                    f"  Stop that program, or run this stack on other ports, e.g.\n"
+                    f"  BROKERLAB_PORT_OFFSET=200 python -m brokerlab stack up   (then start JupyterLab with the same variable)")
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / f"{self.name}.log"
+
+    def missing_packages(self) -> list[str]:
+        """Debian packages to install before this service can start."""
+        return []
+
+    def ensure_installed(self) -> None:
+        """Anything else to fetch or check before starting (runs after the packages are installed)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        for pid in self.pids():
+            if not stop_pid(pid):
+                raise StackError(f"could not stop {BROKER_NAMES[self.name]} (pid {pid})")
+        self.pid_file.unlink(missing_ok=True)
+
+
+def apt_install(*packages: str) -> None:
+    """Install Debian packages, and keep their system services from holding the course's ports."""
+    if not shutil.which("apt-get"):
+        raise StackError(
+            f"{' and '.join(packages)} are not installed and this machine has no apt-get.\n"
+            "  Install Redis 7+ and RabbitMQ 3.10+ with your package manager (e.g. brew install redis rabbitmq),\n"
+            "  or install Docker and run: BROKERLAB_STACK=docker python -m brokerlab stack up")
+    if os.geteuid() != 0:
+        raise StackError(f"{' and '.join(packages)} are not installed. Install them with:\n"
+                         f"  sudo apt-get update && sudo apt-get install -y {' '.join(packages)}")
+    print(f"  installing {' '.join(packages)} with apt-get ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        if result.returncode != 0:
+            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}")
+    # On a machine with systemd the packages start system-wide services on the default ports;
+    # the course runs its own, so stop and disable those we just installed.
+    if shutil.which("systemctl") and Path("/run/systemd/system").exists():
+        units = [p for p in packages if p in ("redis-server", "rabbitmq-server")]
+        subprocess.run(["systemctl", "disable", "--now", *units], capture_output=True, timeout=120)
+        print(f"  (stopped and disabled the system services {', '.join(units)}: the course runs its own)")
+
+
+class RedisService(NativeService):
+    name = "redis"
+    ports = ("redis",)
+
+    def missing_packages(self) -> list[str]:
+        return [] if shutil.which("redis-server") else ["redis-server"]
+
+    def start(self) -> None:
+        self.log_file.unlink(missing_ok=True)
+        result = subprocess.run(
+            ["redis-server", "--bind", self.ep.host, "--port", str(self.ep.ports["redis"]),
+             "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+             "--daemonize", "yes", "--pidfile", str(self.pid_file), "--logfile", str(self.log_file)],
+            capture_output=True, text=True, timeout=30)
+        if result.returncode != 0:
+            raise StackError(f"redis-server failed to start: {result.stdout}{result.stderr}")
+
+    def starting(self) -> bool:
+        return not self.pid_file.exists()  # daemonized Redis writes its pid file a moment after forking
+
+
+class RabbitMQService(NativeService):
+    name = "rabbitmq"
+    ports = ("amqp", "rabbitmq_management", "erlang_dist")
+
+    def __init__(self, ep: Endpoints, root: Path):
+        super().__init__(ep, root)
+        self.sbin = Path(os.environ.get("BROKERLAB_RABBITMQ_SBIN", "/usr/lib/rabbitmq/bin"))
+        self.launch: subprocess.Popen | None = None
+
+    def missing_packages(self) -> list[str]:
+        return [] if (self.sbin / "rabbitmq-server").exists() else ["rabbitmq-server"]
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "log" / f"{self.nodename}.log"
+
+    @property
+    def nodename(self) -> str:
+        return f"brokerlab{self.ep.offset}@localhost"
+
+    def env(self) -> dict:
+        """Server and CLI share one environment (cookie, node name, ports), so the CLI finds the node."""
+        d = self.dir
+        return {
+            **os.environ,
+            "HOME": str(d / "home"),  # the Erlang cookie lives here
+            "RABBITMQ_NODENAME": self.nodename,  # "localhost", so the machine's hostname does not matter
+            "RABBITMQ_NODE_IP_ADDRESS": self.ep.host,
+            "RABBITMQ_NODE_PORT": str(self.ep.ports["amqp"]),
+            "RABBITMQ_DIST_PORT": str(self.ep.ports["erlang_dist"]),
+            "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(d / "log"),
+            "RABBITMQ_PID_FILE": str(self.pid_file),
+            "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq"),  # the server appends .conf
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+            "ERL_EPMD_ADDRESS": self.ep.host,
+            "ERL_EPMD_PORT": str(self.ep.ports["epmd"]),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+
+    def ctl(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([str(self.sbin / tool), *args], env=self.env(), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self) -> None:
+        d = self.dir
+        for sub in ("home", "mnesia", "log"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {self.ep.host}:{self.ep.ports['amqp']}\n"
+            f"management.tcp.ip = {self.ep.host}\n"
+            f"management.tcp.port = {self.ep.ports['rabbitmq_management']}\n"
+            # the management UI's charts and the widgets poll every second
+            "collect_statistics_interval = 1000\n"
+        )
+        if not (d / "enabled_plugins").exists():
+            result = self.ctl("rabbitmq-plugins", "--offline", "enable", "rabbitmq_management")
+            if result.returncode != 0:
+                raise StackError(f"could not enable the management plugin:\n{result.stdout}{result.stderr}")
+        self.launch = spawn_detached([str(self.sbin / "rabbitmq-server")], d / "log" / "server.stdout",
+                                     env=self.env())
+
+    def starting(self) -> bool:
+        return self.launch is not None and self.launch.poll() is None
+
+    def pids(self) -> list[int]:
+        pids = super().pids()
+        if self.launch is not None and self.launch.poll() is None and self.launch.pid not in pids:
+            pids.append(self.launch.pid)
+        return pids
+
+    def stop(self) -> None:
+        if self.pid_file.exists() and self.pids():
+            # `stop <pidfile>` returns only once the Erlang VM has exited (plain `stop` does not)
+            for pid in self.pids():
+                os.kill(pid, signal.SIGCONT)  # a frozen node cannot shut down
+            try:
+                self.ctl("rabbitmqctl", "stop", str(self.pid_file), timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        super().stop()  # whatever is left gets SIGTERM, then SIGKILL
+        self.stop_epmd()
+
+    def stop_epmd(self) -> None:
+        """epmd outlives the node; stop it when no other Erlang node is registered with it."""
+        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+        if not Path(epmd).exists() or not port_in_use(self.ep.host, self.ep.ports["epmd"]):
+            return
+        env = self.env()
+        try:
+            names = subprocess.run([epmd, "-names"], env=env, capture_output=True, text=True, timeout=10).stdout
+            if "name " not in names:
+                subprocess.run([epmd, "-kill"], env=env, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        owner = port_owner(self.ep.ports["epmd"])
+        if owner and "epmd" in owner[1] and "name " not in names:
+            stop_pid(owner[0], grace=5)
+
+    def epmd_pids(self) -> list[int]:
+        owner = port_owner(self.ep.ports["epmd"])
+        return [owner[0]] if owner and "epmd" in owner[1] else []
+
+    def rss(self) -> int:
+        return super().rss() + sum(rss_bytes(pid) for pid in self.epmd_pids())
+
+
+class KafkaService(NativeService):
+    name = "kafka"
+    ports = ("kafka", "kafka_controller")
+    HEAP = ["-Xms256m", "-Xmx512m"]  # capped: the course's topics are tiny
+
+    def ensure_installed(self) -> None:
+        self.java = kafka_dist.java_binary()
+        self.classpath = kafka_dist.classpath()
+
+    def server_properties(self) -> str:
+        host, ports = self.ep.host, self.ep.ports
+        return "\n".join([
+            "process.roles=broker,controller",  # one process is the whole KRaft cluster
+            "node.id=1",
+            f"controller.quorum.voters=1@{host}:{ports['kafka_controller']}",
+            f"listeners=PLAINTEXT://{host}:{ports['kafka']},CONTROLLER://{host}:{ports['kafka_controller']}",
+            f"advertised.listeners=PLAINTEXT://{host}:{ports['kafka']}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={self.dir / 'data'}",
+            *KAFKA_COURSE_SETTINGS,
+            "",
+        ])
+
+    def start(self) -> None:
+        d = self.dir
+        (d / "server.properties").write_text(self.server_properties())
+        (d / "log4j2.properties").write_text(
+            "status = warn\n"
+            "appender.file.type = File\n"
+            "appender.file.name = file\n"
+            f"appender.file.fileName = {self.log_file}\n"
+            "appender.file.layout.type = PatternLayout\n"
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = info\n"
+            "rootLogger.appenderRef.file.ref = file\n"
+            "logger.state.name = state.change.logger\n"
+            "logger.state.level = warn\n"
+        )
+        if not (d / "data" / "meta.properties").exists():
+            self.format_storage()
+        process = spawn_detached(
+            [self.java, *self.HEAP, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}", "-cp", self.classpath,
+             "kafka.Kafka", str(d / "server.properties")],
+            d / "kafka.stdout", cwd=d)
+        self.pid_file.write_text(f"{process.pid}\n")
+
+    def format_storage(self) -> None:
+        """KRaft storage is formatted once per data folder with a new cluster id."""
+        cluster_id = kafka_cluster_id()
+        result = subprocess.run(
+            [self.java, "-Xmx256m", f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+             "-cp", self.classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(self.dir / "server.properties")],
+            capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka's storage failed:\n{result.stdout}{result.stderr}")
+
+
+# Settings that make the demos run in seconds; docker-compose.yml sets the same ones.
+KAFKA_COURSE_SETTINGS = [
+    "offsets.topic.replication.factor=1",
+    "offsets.topic.num.partitions=10",          # fewer than 50: the first consumer group starts faster
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "transaction.state.log.num.partitions=5",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",        # a group forms at once, not after 3 s
+    "log.retention.check.interval.ms=2000",     # retention lessons see segments go within seconds
+    "log.cleaner.backoff.ms=1000",              # and compaction run within seconds
+    "log.segment.delete.delay.ms=1000",
+]
+
+
+def kafka_cluster_id() -> str:
+    """A Kafka Uuid: 16 random bytes, URL-safe base64 without padding, not starting with '-'."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+SERVICES = (RedisService, RabbitMQService, KafkaService)
