@@ -13,8 +13,9 @@ from .endpoints import Endpoints, current as endpoints
 from .errors import BrokerUnavailable, StackError, WorkerTimeout
 from .health import require, probe
 from .runs import quick, run_name, scaled
+from .workers import BoundedWorkers
 
 __all__ = [
-    "BrokerUnavailable", "Endpoints", "StackError", "WorkerTimeout", "endpoints",
+    "BoundedWorkers", "BrokerUnavailable", "Endpoints", "StackError", "WorkerTimeout", "endpoints",
     "probe", "quick", "require", "run_name", "scaled",
 ]

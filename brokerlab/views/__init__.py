@@ -1,0 +1,7 @@
+"""Live views of what the brokers do.  Each view's state is a plain model (a dict),
+refreshed from the real broker by a bounded loop; ipywidgets shows it live in
+JupyterLab, and a text rendering stands in where no front end is attached."""
+from .base import LiveView
+from .stack import StackView
+
+__all__ = ["LiveView", "StackView"]
