@@ -103,14 +103,18 @@ def celery_worker(app_module: str, *, concurrency: int = 2, pool: str = "threads
     handle = WorkerHandle(process, nodename, log_file)
     try:
         deadline = time.monotonic() + ready_timeout
+        last_error = None
         while True:
             if process.poll() is not None:
                 raise StackError(f"the Celery worker exited with code {process.returncode}:\n{handle.log()}")
-            if app.control.ping(destination=[nodename], timeout=0.5):
-                break
+            try:
+                if app.control.ping(destination=[nodename], timeout=0.5):
+                    break
+            except Exception as exc:  # the broker itself may be down: the worker's log will say
+                last_error = exc
             if time.monotonic() > deadline:
-                raise StackError(f"the Celery worker did not answer a ping within {ready_timeout:.0f} s:\n"
-                                 f"{handle.log()}")
+                raise StackError(f"the Celery worker did not answer a ping within {ready_timeout:.0f} s"
+                                 f"{f' ({last_error})' if last_error else ''}:\n{handle.log()}")
         yield handle
     finally:
         if process.poll() is None:

@@ -119,13 +119,15 @@ def rabbit_parameters(ep: Endpoints | None = None, heartbeat: int = 30):
 def rabbit_connection(ep: Endpoints | None = None, heartbeat: int = 30):
     """A pika.BlockingConnection that fails within seconds when RabbitMQ is down or frozen."""
     import pika
+    import pika.adapters.utils.connection_workflow
     import pika.exceptions
 
     ep = ep or current()
     try:
         return pika.BlockingConnection(rabbit_parameters(ep, heartbeat=heartbeat))
-    except pika.exceptions.AMQPConnectionError as exc:
-        raise unavailable("rabbitmq", _short(exc) or "connection failed", ep) from exc
+    except (pika.exceptions.AMQPError, pika.adapters.utils.connection_workflow.AMQPConnectorException) as exc:
+        # a refused port raises AMQPConnectionError, a frozen broker a handshake timeout
+        raise unavailable("rabbitmq", _short(exc) or type(exc).__name__, ep) from exc
 
 
 def rabbit_api(path: str, method: str = "GET", body: dict | None = None, ep: Endpoints | None = None):

@@ -83,27 +83,25 @@ class BoundedWorkers:
         return bool(until()) if until is not None else not self.alive()
 
     def join(self) -> None:
-        """Join every worker by the deadline; stop the rest; raise if any hung or failed."""
+        """Join every worker by the deadline; then stop the rest; raise if any hung or failed.
+
+        At the deadline `running()` turns false and threads get GRACE seconds to notice it;
+        a process still alive at the deadline is killed.  Either counts as hung."""
         for worker in [*self._threads, *self._processes]:
             worker.join(self.remaining())
+        self.stop()
+        for thread in self._threads:
+            thread.join(GRACE)
         hung = self.alive()
+        for process in self._processes:
+            if process.is_alive():
+                process.kill()
+                process.join(GRACE)
         if hung:
-            self.stop()
-            for worker in [*self._threads, *self._processes]:
-                worker.join(GRACE)
-            for process in self._processes:
-                if process.is_alive():
-                    process.kill()
-                    process.join(GRACE)
-        still = [t.name for t in self._threads if t.is_alive()]
-        if hung:
-            raise WorkerTimeout(
-                f"{', '.join(hung)} still running after {self.seconds:.0f} s; stopped"
-                + (f" (threads {', '.join(still)} did not stop within {GRACE:.0f} s more)" if still else "")
-                + ". Bound every loop with `until=workers.running`.")
+            raise WorkerTimeout(f"{', '.join(hung)} still running {GRACE:.0f} s after the {self.seconds:g} s "
+                                "deadline; processes were killed. Bound every loop with `while workers.running()`.")
         if self.errors:
-            name, exc = next(iter(self.errors.items()))
-            raise exc
+            raise next(iter(self.errors.values()))
 
     def __enter__(self) -> "BoundedWorkers":
         return self

@@ -1,0 +1,149 @@
+"""The native launcher, on real processes: idempotent up, clean down, leftovers, port clashes, bad set-ups."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+
+import pytest
+
+from brokerlab import stack
+from brokerlab.endpoints import Endpoints, current
+from brokerlab.errors import StackError
+from brokerlab.stack import kafka_dist
+from brokerlab.stack.native import RedisService, apt_install
+from brokerlab.stack.paths import stack_dir
+from brokerlab.stack.procs import pid_alive
+
+SIDE_OFFSET = 300  # a third port set, beside the learner's (0) and the test suite's (100)
+
+
+@pytest.fixture
+def side_redis():
+    ep = Endpoints.from_env(offset=SIDE_OFFSET)
+    service = RedisService(ep, stack_dir(SIDE_OFFSET))
+    yield service
+    service.stop()
+    shutil.rmtree(stack_dir(SIDE_OFFSET), ignore_errors=True)
+
+
+def test_a_second_stack_runs_beside_the_test_stack_and_stops_cleanly(side_redis):
+    assert side_redis.needs_start()
+    side_redis.start_and_wait()
+    assert side_redis.healthy() and current().ports["redis"] != side_redis.ep.ports["redis"]
+    pid = side_redis.pids()[0]
+    side_redis.stop()
+    assert not pid_alive(pid) and side_redis.pids() == []
+    assert not side_redis.healthy()
+
+
+def test_a_killed_run_leaves_a_stale_pid_file_that_up_clears(side_redis):
+    side_redis.start_and_wait()
+    pid = side_redis.pids()[0]
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert side_redis.pid_file.exists()  # what the killed run left behind
+    assert side_redis.needs_start()
+    side_redis.start_and_wait()
+    assert side_redis.healthy() and side_redis.pids()[0] != pid
+
+
+def test_a_frozen_leftover_is_stopped_and_replaced(side_redis):
+    side_redis.start_and_wait()
+    pid = side_redis.pids()[0]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert side_redis.needs_start()  # it holds the port but does not answer: ours, so it is stopped
+        assert not pid_alive(pid)
+        assert time.monotonic() - started < 15
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGCONT)
+    side_redis.start_and_wait()
+    assert side_redis.healthy()
+
+
+def test_a_port_taken_by_another_program_is_named_with_a_way_out(side_redis):
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", side_redis.ep.ports["redis"]))
+    squatter.listen()
+    try:
+        with pytest.raises(StackError) as info:
+            side_redis.needs_start()
+    finally:
+        squatter.close()
+    message = str(info.value)
+    assert str(side_redis.ep.ports["redis"]) in message
+    assert f"pid {os.getpid()}" in message  # the owner, found through /proc
+    assert "BROKERLAB_PORT_OFFSET" in message
+
+
+def test_up_on_a_running_stack_is_idempotent_and_quick(capsys):
+    started = time.monotonic()
+    outcome = stack.up()
+    elapsed = time.monotonic() - started
+    assert outcome == {"redis": "already running", "rabbitmq": "already running", "kafka": "already running"}
+    assert elapsed < 5
+    out = capsys.readouterr().out
+    assert current().kafka_bootstrap in out and current().redis_url in out
+    print(f"warm `stack up` on a running stack: {elapsed:.2f} s")
+
+
+def test_status_reports_every_broker_with_its_memory():
+    report = stack.status()
+    assert report["mode"] == "native"
+    total = 0
+    for name, row in report["brokers"].items():
+        assert row["healthy"], name
+        assert row["pids"] and row["rss_bytes"] > 0, name
+        total += row["rss_bytes"]
+    print(f"stack resident memory: {total / 2**20:.0f} MiB")
+    assert total < 1.5 * 2**30
+
+
+def test_mode_follows_the_docker_engine(monkeypatch):
+    monkeypatch.setenv("BROKERLAB_STACK", "docker")
+    assert stack.choose_mode(current())[0] == "docker"
+    monkeypatch.setenv("BROKERLAB_STACK", "sideways")
+    with pytest.raises(StackError, match="native, docker or auto"):
+        stack.choose_mode(current())
+    monkeypatch.setenv("BROKERLAB_STACK", "auto")
+    side = Endpoints.from_env(offset=SIDE_OFFSET + 7)  # no recorded mode
+    expected = "docker" if stack.compose.engine_available() else "native"
+    assert stack.choose_mode(side)[0] == expected
+
+
+def test_pinned_kafka_jars_are_verified(tmp_path):
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    cached = kafka_dist.classpath().rstrip("*")
+    for name in kafka_dist.expected_digests():
+        (libs / name).symlink_to(os.path.join(cached, name))
+    kafka_dist.verify(libs)  # the cache matches the committed digests
+    victim = sorted(kafka_dist.expected_digests())[0]
+    (libs / victim).unlink()
+    (libs / victim).write_bytes(b"not the jar")
+    with pytest.raises(StackError, match="SHA-256"):
+        kafka_dist.verify(libs)
+    (libs / victim).unlink()
+    with pytest.raises(StackError, match="missing"):
+        kafka_dist.verify(libs)
+
+
+def test_no_jdk_is_explained(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match="openjdk-17"):
+        kafka_dist.java_binary()
+
+
+def test_no_apt_is_explained(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(StackError, match="Docker"):
+        apt_install("redis-server")
