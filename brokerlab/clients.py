@@ -78,6 +78,10 @@ def redis_client(db: int = 0, decode_responses: bool = True, socket_timeout: flo
     return client
 
 
+BLOCKING_REDIS_COMMANDS = {"BRPOP", "BLPOP", "BLMOVE", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX",
+                           "BZMPOP", "XREAD", "XREADGROUP", "WAIT"}
+
+
 @lru_cache(maxsize=None)
 def _course_redis_class():
     import redis
@@ -93,7 +97,13 @@ def _course_redis_class():
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
                 if isinstance(exc, BrokerUnavailable):
                     raise
-                raise unavailable("redis", _short(exc), self.endpoints) from exc
+                reason = _short(exc)
+                command = str(args[0]).upper() if args else ""
+                if isinstance(exc, redis.exceptions.TimeoutError) and command in BLOCKING_REDIS_COMMANDS:
+                    timeout = self.connection_pool.connection_kwargs.get("socket_timeout")
+                    reason = (f"no reply to {command} within socket_timeout={timeout} s; a blocking command must "
+                              "block for less than the client's socket_timeout, or Redis is frozen")
+                raise unavailable("redis", reason, self.endpoints) from exc
 
     return CourseRedis
 

@@ -50,3 +50,12 @@ def test_kafka_produce_consume_round_trip():
         assert [(m.key(), m.value()) for m in messages] == [(b"k", b"v")]
     finally:
         admin.delete_topics([topic])[topic].result(timeout=15)
+
+
+def test_a_block_longer_than_the_socket_timeout_is_explained():
+    import pytest
+    from brokerlab import BrokerUnavailable
+
+    r = redis_client(socket_timeout=0.5)
+    with pytest.raises(BrokerUnavailable, match="BRPOP within socket_timeout=0.5"):
+        r.brpop(run_name("never-filled"), timeout=2)
