@@ -199,7 +199,9 @@ def kafka_producer(ep: Endpoints | None = None, **config):
 
     ep = ep or current()
     kafka_check(ep)
-    return Producer({**_kafka_base(ep), "message.timeout.ms": 10000, **config})
+    # librdkafka refuses a linger longer than the delivery timeout: keep the timeout 10 s past any linger
+    linger_ms = int(config.get("linger.ms", 5))
+    return Producer({**_kafka_base(ep), "message.timeout.ms": max(10000, linger_ms + 10000), **config})
 
 
 def kafka_consumer(group_id: str, ep: Endpoints | None = None, **config):

@@ -62,7 +62,7 @@ def check_kafka_produce(produce_event) -> None:
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=15)
     try:
         # a producer that batches for 10 s: only a flush gets the event out before produce_event returns
-        producer = kafka_producer(**{"linger.ms": 10000, "message.timeout.ms": 30000})
+        producer = kafka_producer(**{"linger.ms": 10000})
         call_learner(produce_event, producer, topic, "account-1", "opened",
                      hint="producer.produce(topic, key=key, value=value), then producer.flush(timeout)")
         partition = TopicPartition(topic, 0)

@@ -4,4 +4,7 @@ JupyterLab, and a text rendering stands in where no front end is attached."""
 from .base import LiveView
 from .stack import StackView
 
+# the broker-specific views import their client libraries, so they are imported from their modules:
+#   from brokerlab.views.redis import QueueView, StreamView
+#   from brokerlab.views.kafka import OffsetsView
 __all__ = ["LiveView", "StackView"]

@@ -1,0 +1,434 @@
+"""Kafka machinery for notebook 05 and its lab: topics, offsets, lag and group state, with waits
+that read the broker's own answers (metadata, list_offsets, describe_consumer_groups), never sleeps.
+
+Every function takes ready-made clients or makes short-lived ones from brokerlab.clients, and every
+loop is bounded by a deadline.
+
+    from brokerlab import kafka_tools as kt
+    kt.create_topic(admin, topic, partitions=3, config={"retention.ms": "60000"})
+    kt.produce(producer, topic, [("alice", "deposit 10"), ...])   # flushed; returns (partition, offset) list
+    kt.consume(consumer, max_messages=10, seconds=10)             # bounded poll loop
+    kt.offsets_table(admin, topic, [group])                       # log start / committed / log end / lag
+    kt.settle_group(admin, group, consumers, partitions=3)        # poll members until the group is stable
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import timeouts
+from .waiting import WaitTimeout, wait_for
+
+DEFAULT_WAIT = 20.0
+_NOT_READY = None
+
+
+def _admin(admin=None):
+    if admin is not None:
+        return admin
+    from .clients import kafka_admin
+
+    return kafka_admin()
+
+
+# --- topics ------------------------------------------------------------------------------
+
+def create_topic(admin, name: str, partitions: int = 3, config: dict | None = None,
+                 timeout: float = DEFAULT_WAIT) -> str:
+    """Create a topic (replication factor 1: the course runs one broker) and wait until its metadata
+    lists every partition with a leader, so the next produce() does not race the creation."""
+    from confluent_kafka.admin import NewTopic
+
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1,
+                   config={k: str(v) for k, v in (config or {}).items()})
+    admin.create_topics([new], operation_timeout=timeout, request_timeout=timeout)[name].result(timeout)
+    wait_for(lambda: _topic_ready(admin, name, partitions), timeout, f"topic {name} with {partitions} partitions")
+    watermarks(admin, name, range(partitions), retry_seconds=timeout)  # the leader serves every partition
+    return name
+
+
+def _topic_ready(admin, name: str, partitions: int) -> bool:
+    meta = admin.list_topics(name, timeout=timeouts.REPLY).topics.get(name)
+    if meta is None or meta.error is not None or len(meta.partitions) != partitions:
+        return False
+    return all(p.leader >= 0 and p.error is None for p in meta.partitions.values())
+
+
+def delete_topics(admin, names: Iterable[str], timeout: float = DEFAULT_WAIT) -> list[str]:
+    """Delete topics (missing ones are ignored) and wait until the metadata no longer lists them."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    names = [n for n in names if n]
+    existing = set(topic_names(admin))
+    doomed = [n for n in names if n in existing]
+    if doomed:
+        for name, future in admin.delete_topics(doomed, operation_timeout=timeout,
+                                                request_timeout=timeout).items():
+            try:
+                future.result(timeout)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise
+    wait_for(lambda: not set(doomed) & set(topic_names(admin)), timeout, f"topics {doomed} deleted")
+    return doomed
+
+
+def topic_names(admin) -> list[str]:
+    return sorted(t for t in admin.list_topics(timeout=timeouts.REPLY).topics if not t.startswith("__"))
+
+
+def topic_config(admin, name: str, keys: Iterable[str] | None = None) -> dict[str, str]:
+    """The topic's effective configuration as the broker reports it (describe_configs)."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    resource = ConfigResource(ResourceType.TOPIC, name)
+    entries = admin.describe_configs([resource], request_timeout=timeouts.REPLY * 2)[resource].result(
+        timeouts.REPLY * 2)
+    wanted = set(keys) if keys is not None else None
+    return {k: e.value for k, e in entries.items() if wanted is None or k in wanted}
+
+
+def partition_count(admin, name: str) -> int:
+    return len(admin.list_topics(name, timeout=timeouts.REPLY).topics[name].partitions)
+
+
+# --- producing and consuming ---------------------------------------------------------------
+
+def produce(producer, topic: str, records: Iterable, timeout: float = 10.0, **produce_kwargs) -> list[tuple[int, int]]:
+    """Produce (key, value) pairs, or (key, value, extra_kwargs) triples (e.g. {"timestamp": ms}),
+    flush, and return each record's (partition, offset) in send order, as acknowledged by the broker."""
+    results: list = []
+
+    def delivered(slot):
+        def callback(err, msg):
+            results[slot] = err if err is not None else (msg.partition(), msg.offset())
+        return callback
+
+    for record in records:
+        key, value, *extra = record if isinstance(record, tuple) else (None, record)
+        kwargs = {**produce_kwargs, **(extra[0] if extra else {})}
+        results.append(None)
+        producer.produce(topic, key=_bytes(key), value=_bytes(value), on_delivery=delivered(len(results) - 1),
+                         **kwargs)
+        producer.poll(0)
+    left = producer.flush(timeout)
+    if left:
+        raise WaitTimeout(f"{left} message(s) still queued after flush({timeout}): is Kafka up?")
+    errors = [r for r in results if not isinstance(r, tuple)]
+    if errors:
+        raise RuntimeError(f"{len(errors)} message(s) failed: {errors[0]}")
+    return results
+
+
+def _bytes(value):
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Record:
+    """A consumed message in plain Python types (what the notebooks print and assert on)."""
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None
+    timestamp: int
+
+    @classmethod
+    def of(cls, msg) -> "Record":
+        return cls(msg.partition(), msg.offset(), text(msg.key()), text(msg.value()), msg.timestamp()[1])
+
+
+def consume(consumer, max_messages: int, seconds: float = 10.0, idle: float | None = None,
+            on_message: Callable | None = None, raw: bool = False, poll: float = 0.2) -> list:
+    """Poll until `max_messages` arrived, `seconds` passed, or (if given) `idle` seconds passed
+    without a message. Returns Records (or the raw messages with raw=True).
+    `on_message(msg)` runs for each message before the next poll (e.g. process, then commit)."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    got: list = []
+    deadline = time.monotonic() + seconds
+    last = time.monotonic()
+    while len(got) < max_messages and time.monotonic() < deadline:
+        msg = consumer.poll(min(poll, max(0.0, deadline - time.monotonic())))
+        if msg is None:
+            if idle is not None and time.monotonic() - last >= idle:
+                break
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                continue
+            raise KafkaException(msg.error())
+        last = time.monotonic()
+        if on_message is not None:
+            on_message(msg)
+        got.append(msg if raw else Record.of(msg))
+    return got
+
+
+def read_all(topic: str, seconds: float = 10.0, **config) -> list[Record]:
+    """Every record currently in the topic, read by a throwaway consumer that assigns all partitions
+    from their log start and stops at each partition's end (no group, no commit)."""
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from .clients import kafka_consumer
+
+    consumer = kafka_consumer("bl-read-all", **enable_partition_eof(config))
+    try:
+        partitions = sorted(consumer.list_topics(topic, timeout=timeouts.REPLY).topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeouts.REPLY,
+                                                  cached=False) for p in partitions}
+        todo = {p for p, (low, high) in ends.items() if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        records: list[Record] = []
+        deadline = time.monotonic() + seconds
+        while todo and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == -191:  # _PARTITION_EOF: this partition is read to its end
+                    todo.discard(msg.partition())
+                    continue
+                from confluent_kafka import KafkaException
+
+                raise KafkaException(msg.error())
+            records.append(Record.of(msg))
+        if todo:
+            raise WaitTimeout(f"read_all({topic}): partitions {sorted(todo)} not read to the end in {seconds} s")
+        return records
+    finally:
+        consumer.close()
+
+
+def enable_partition_eof(config: dict) -> dict:
+    return {"enable.partition.eof": True, "enable.auto.commit": False, **config}
+
+
+# --- offsets and lag ---------------------------------------------------------------------------
+
+def watermarks(admin, topic: str, partitions: Iterable[int] | None = None,
+               isolation: str = "read_uncommitted", retry_seconds: float = 5.0) -> dict[int, tuple[int, int]]:
+    """{partition: (log start offset, log end offset)} from the broker (AdminClient.list_offsets).
+    With isolation="read_committed" the end is the last stable offset (open transactions excluded)."""
+    from confluent_kafka import IsolationLevel, KafkaException, TopicPartition
+    from confluent_kafka.admin import OffsetSpec
+
+    global _NOT_READY
+    if _NOT_READY is None:
+        _NOT_READY = _not_ready_codes()
+
+    if partitions is None:
+        partitions = range(partition_count(admin, topic))
+    partitions = list(partitions)
+    level = IsolationLevel.READ_COMMITTED if isolation == "read_committed" else IsolationLevel.READ_UNCOMMITTED
+    out: dict[int, list[int]] = {p: [0, 0] for p in partitions}
+    for slot, spec in ((0, OffsetSpec.earliest()), (1, OffsetSpec.latest())):
+        deadline = time.monotonic() + retry_seconds
+        while True:
+            try:
+                futures = admin.list_offsets({TopicPartition(topic, p): spec for p in partitions},
+                                             isolation_level=level, request_timeout=timeouts.REPLY * 2)
+                for tp, future in futures.items():
+                    out[tp.partition][slot] = future.result(timeouts.REPLY * 2).offset
+                break
+            except KafkaException as exc:
+                # right after creation (or a leader change) the partition may not be served yet
+                if exc.args[0].code() not in _NOT_READY or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+    return {p: (low, high) for p, (low, high) in sorted(out.items())}
+
+
+def _not_ready_codes():
+    from confluent_kafka import KafkaError
+
+    return {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.NOT_COORDINATOR,
+            getattr(KafkaError, "FENCED_LEADER_EPOCH", -99), getattr(KafkaError, "UNKNOWN_LEADER_EPOCH", -99)}
+
+
+def committed_offsets(admin, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+    """{partition: committed offset, or None when the group has committed nothing there}."""
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    partitions = list(partitions)
+    request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in partitions])
+    result = admin.list_consumer_group_offsets([request], request_timeout=timeouts.REPLY * 2)[group].result(
+        timeouts.REPLY * 2)
+    out: dict[int, int | None] = {p: None for p in partitions}
+    for tp in result.topic_partitions:
+        out[tp.partition] = tp.offset if tp.offset >= 0 else None
+    return out
+
+
+def offsets_table(admin, topic: str, groups: Iterable[str] = ()) -> dict:
+    """Per partition: log start, log end; per group and partition: committed offset and lag.
+
+    Lag is what the group still has to read: log end - committed. A group that has committed
+    nothing would start at the log start (auto.offset.reset=earliest), so its lag is log end - log start.
+    Returns {"topic", "partitions": {p: {"log_start", "log_end"}},
+             "groups": {g: {"partitions": {p: {"committed", "lag"}}, "lag": total}}}."""
+    marks = watermarks(admin, topic)
+    model = {"topic": topic,
+             "partitions": {p: {"log_start": low, "log_end": high} for p, (low, high) in marks.items()},
+             "groups": {}}
+    for group in groups:
+        committed = committed_offsets(admin, group, topic, marks)
+        parts = {}
+        for p, (low, high) in marks.items():
+            c = committed[p]
+            parts[p] = {"committed": c, "lag": max(0, high - max(low, c if c is not None else low))}
+        model["groups"][group] = {"partitions": parts, "lag": sum(v["lag"] for v in parts.values())}
+    return model
+
+
+def total_lag(admin, topic: str, group: str) -> int:
+    return offsets_table(admin, topic, [group])["groups"][group]["lag"]
+
+
+# --- consumer groups -------------------------------------------------------------------------
+
+@dataclass
+class GroupState:
+    """What the group coordinator says about a group (describe_consumer_groups)."""
+    group: str
+    state: str
+    members: dict[str, list[int]] = field(default_factory=dict)  # client.id -> partitions (all topics)
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(p for parts in self.members.values() for p in parts)
+
+    @property
+    def idle(self) -> list[str]:
+        return sorted(m for m, parts in self.members.items() if not parts)
+
+
+def describe_group(admin, group: str) -> GroupState:
+    description = admin.describe_consumer_groups([group], request_timeout=timeouts.REPLY * 2)[group].result(
+        timeouts.REPLY * 2)
+    members = {}
+    for m in description.members:
+        parts = [tp.partition for tp in (m.assignment.topic_partitions if m.assignment else [])]
+        members[m.client_id or m.member_id] = sorted(parts)
+    state = getattr(description.state, "name", str(description.state))
+    return GroupState(group, state, dict(sorted(members.items())))
+
+
+def settle_group(admin, group: str, consumers: dict, partitions: int, timeout: float = DEFAULT_WAIT) -> GroupState:
+    """Poll every member (a member only takes part in a rebalance while it polls) until the
+    coordinator reports the group STABLE with exactly these members, each consumer's own
+    assignment() agrees, and the partitions are covered once. `consumers` maps client.id -> Consumer.
+    Messages polled meanwhile are not committed, so nothing is lost. Returns the GroupState."""
+    seen: list = []
+    pending: dict = {}
+
+    def settled() -> bool:
+        for name, consumer in consumers.items():
+            _poll_keep(consumer, name, pending)
+        local = {name: sorted(tp.partition for tp in c.assignment()) for name, c in consumers.items()}
+        if sorted(p for parts in local.values() for p in parts) != list(range(partitions)):
+            return False
+        state = describe_group(admin, group)
+        seen[:] = [state]
+        return state.state == "STABLE" and state.members == local
+
+    wait_for(settled, timeout, lambda: f"group {group} to settle with {sorted(consumers)} (last seen: "
+                                        f"{seen[0] if seen else 'no assignment yet'})", poll=0.0)
+    _rewind(consumers, pending)
+    return seen[0]
+
+
+def _poll_keep(consumer, name, pending: dict, timeout: float = 0.05) -> None:
+    """poll() so the consumer takes part in the group; remember the first offset of any message it
+    returns, so _rewind can seek back to it: waiting must not swallow messages."""
+    msg = consumer.poll(timeout)
+    if msg is not None and not msg.error():
+        key = (name, msg.topic(), msg.partition())
+        pending[key] = min(pending.get(key, msg.offset()), msg.offset())
+
+
+def _rewind(consumers: dict, pending: dict) -> None:
+    from confluent_kafka import TopicPartition
+
+    for (name, topic, partition), offset in pending.items():
+        consumer = consumers[name]
+        if any(tp.topic == topic and tp.partition == partition for tp in consumer.assignment()):
+            consumer.seek(TopicPartition(topic, partition, offset))
+
+
+def wait_for_assignment(consumer, timeout: float = DEFAULT_WAIT) -> list[int]:
+    """Poll one consumer until it has been given partitions; returns them. A message that arrives
+    meanwhile is not lost: the consumer is sought back to it."""
+    pending: dict = {}
+
+    def assigned() -> bool:
+        _poll_keep(consumer, "c", pending, timeout=0.1)
+        return bool(consumer.assignment())
+
+    wait_for(assigned, timeout, "the consumer to be assigned partitions", poll=0.0)
+    _rewind({"c": consumer}, pending)
+    return sorted(tp.partition for tp in consumer.assignment())
+
+
+# --- waiting -------------------------------------------------------------------------------
+
+def wait_for_log_start(admin, topic: str, partition: int, at_least: int, timeout: float = 30.0) -> int:
+    """Wait until retention has moved the partition's log-start offset to `at_least` or beyond."""
+    seen = [0]
+
+    def moved() -> bool:
+        seen[0] = watermarks(admin, topic, [partition])[partition][0]
+        return seen[0] >= at_least
+
+    wait_for(moved, timeout, lambda: f"log start of {topic}[{partition}] >= {at_least} (still {seen[0]})",
+             poll=0.5)
+    return seen[0]
+
+
+def wait_for_compaction(topic: str, expected_records: int, timeout: float = 30.0) -> list[Record]:
+    """Re-read the topic until the log cleaner has left `expected_records` records (or fewer)."""
+    found: list = []
+
+    def compacted():
+        found[:] = read_all(topic)
+        return len(found) <= expected_records
+
+    wait_for(compacted, timeout, lambda: f"compaction of {topic} to {expected_records} records "
+                                         f"(still {len(found)})", poll=0.5)
+    return found
+
+
+def offset_for_time(consumer, topic: str, partition: int, timestamp_ms: int) -> int:
+    """The earliest offset whose timestamp is >= timestamp_ms (Consumer.offsets_for_times);
+    -1 means no such record yet (the log end)."""
+    from confluent_kafka import TopicPartition
+
+    found = consumer.offsets_for_times([TopicPartition(topic, partition, timestamp_ms)], timeout=timeouts.REPLY * 2)
+    return found[0].offset
+
+
+def delete_groups(admin, groups: Iterable[str], timeout: float = DEFAULT_WAIT) -> list[str]:
+    """Delete consumer groups (their committed offsets); a group must have no members left.
+    Groups that do not exist are ignored. Returns the groups deleted."""
+    from confluent_kafka import KafkaException
+
+    groups = [g for g in groups if g]
+    if not groups:
+        return []
+    deleted = []
+    for group, future in admin.delete_consumer_groups(groups, request_timeout=timeout).items():
+        try:
+            future.result(timeout)
+            deleted.append(group)
+        except KafkaException as exc:
+            if "GROUP_ID_NOT_FOUND" not in exc.args[0].name():
+                raise
+    return deleted
