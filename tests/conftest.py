@@ -42,3 +42,24 @@ def _frozen(broker: str):
 def frozen():
     """`with frozen("kafka"): ...` runs the block while that broker of the test stack is SIGSTOPped."""
     return _frozen
+
+
+@pytest.fixture
+def r():
+    """A Redis client of the test stack, closed after the test."""
+    from brokerlab.clients import redis_client
+
+    client = redis_client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queue(r):
+    """A per-test queue name for brokerlab.redis_queue; every key under it is deleted afterwards."""
+    from brokerlab import redis_queue, run_name
+
+    name = run_name("test-queue")
+    yield name
+    redis_queue.delete_queue(r, name)
+    assert list(r.scan_iter(match=name + "*")) == []

@@ -1,5 +1,4 @@
 """OffsetsView: its model after a bounded watch loop while a real consumer commits."""
-import threading
 
 import brokerlab as bl
 from brokerlab import kafka_tools as kt

@@ -1,26 +1,9 @@
 """brokerlab.redis_queue against the real Redis: the split, the loss, the fix, the reaper's two modes."""
 from functools import partial
 
-import pytest
 
 import brokerlab as bl
 from brokerlab import redis_queue as rq
-from brokerlab.clients import redis_client
-
-
-@pytest.fixture
-def r():
-    client = redis_client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(r):
-    name = bl.run_name("test-rq")
-    yield name
-    rq.delete_queue(r, name)
-    assert list(r.scan_iter(match=name + "*")) == []
 
 
 def test_push_is_fifo_from_the_right(r, queue):

@@ -7,22 +7,7 @@ import pytest
 import brokerlab as bl
 from brokerlab import redis_queue as rq
 from brokerlab import redis_streams as rs
-from brokerlab.clients import redis_client
 from brokerlab.views.redis import QueueView, StreamView
-
-
-@pytest.fixture
-def r():
-    client = redis_client()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def queue(r):
-    name = bl.run_name("test-qview")
-    yield name
-    rq.delete_queue(r, name)
 
 
 @pytest.fixture
