@@ -25,7 +25,9 @@ def test_queue_view_follows_workers_to_the_end(r, queue):
     with bl.BoundedWorkers(seconds=20) as workers:
         for name in ("a", "b"):
             workers.thread(rq.reliable_worker, queue, name, work_seconds=0.05, until=workers.running)
-        model = view.watch(seconds=10, until=lambda: view.model["done"] == len(tasks), interval=0.05)
+        # done is recorded just before the LREM ack, so wait for both
+        model = view.watch(seconds=10, interval=0.05,
+                           until=lambda: view.model["done"] == len(tasks) and view.model["in_flight"] == 0)
     assert time.monotonic() - started < 10
     assert model == view.model
     assert model["waiting"] == 0 and model["done"] == 10 and model["in_flight"] == 0
