@@ -23,11 +23,14 @@ from ..runs import run_name
 from .checking import LabCheckFailed, call_learner, check, passed
 
 FETCH_HINT = ("Write fetch: a single BLMOVE from the RIGHT end of `queue` (the oldest task) to the LEFT end of "
-              "rq.processing_key(queue, worker), passing `timeout`; return what it returns.")
+              "rq.processing_key(queue, worker), passing `timeout`; return what it returns. Pass src and dest: "
+              "redis-py's blmove defaults to src=\"LEFT\", the newest task.")
 ACK_HINT = "Write ack: LREM the task (count 1) from rq.processing_key(queue, worker); return whether it removed one."
 REAP_HINT = ("Write reap: for each key from r.scan_iter(match=rq.processing_key(queue, '*')) whose worker is not in "
-             "live_workers, LMOVE its tasks one by one back to the RIGHT end of `queue` (or to the dead-letter list "
-             "once r.hincrby(rq.attempts_key(queue), task, 1) reaches max_attempts).")
+             "live_workers (the worker is the key minus rq.processing_key(queue, '')), loop "
+             "`while (task := r.lindex(key, -1)) is not None:`, count it with r.hincrby(rq.attempts_key(queue), "
+             "task, 1), then LMOVE it back to the RIGHT end of `queue`, or to the dead-letter list once the count "
+             "reaches max_attempts.")
 
 
 @contextmanager
@@ -57,7 +60,8 @@ def check_fetch_and_ack(fetch, ack) -> None:
         task = call_learner(fetch, r, queue, "w1", 0.5,
                             hint=FETCH_HINT)
         check(task == tasks[0], f"fetch returned {task!r}, expected the oldest task {tasks[0]!r}",
-              "Producers LPUSH on the left, so the oldest task is on the RIGHT: move from 'RIGHT'.")
+              "Producers LPUSH on the left, so the oldest task is on the RIGHT: move from 'RIGHT' "
+              "(redis-py's blmove defaults to src='LEFT', the newest).")
         check(r.lrange(mine, 0, -1) == [task],
               f"after fetch, {mine} holds {r.lrange(mine, 0, -1)}, expected [{task!r}]",
               "Move the task into rq.processing_key(queue, worker) in the same command (BLMOVE), "
