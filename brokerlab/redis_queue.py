@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 from .clients import redis_client
+from .waiting import wait_for  # noqa: F401  (the course's one bounded wait; notebooks call rq.wait_for)
 
 BLOCK = 0.5  # seconds a blocking pop waits; below the client's socket timeout (3 s), or redis-py times out
 
@@ -226,13 +227,3 @@ def reaper(queue: str, seconds: float = 10.0, interval: float = 0.2, max_rounds:
     finally:
         r.close()
     return requeued
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0, poll: float = 0.02) -> bool:
-    """Poll `condition` until true or `seconds` pass; returns whether it became true."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(poll)
-    return bool(condition())
