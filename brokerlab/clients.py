@@ -120,7 +120,7 @@ def rabbit_parameters(ep: Endpoints | None = None, heartbeat: int = 30):
         credentials=pika.PlainCredentials("guest", "guest"),
         connection_attempts=1,
         socket_timeout=timeouts.CONNECT,
-        stack_timeout=timeouts.REPLY + 1,  # whole connect: TCP + AMQP handshake
+        stack_timeout=timeouts.REPLY,  # the whole connect: TCP + AMQP handshake (milliseconds when healthy)
         blocked_connection_timeout=10,  # a broker under memory alarm must not block us forever
         heartbeat=heartbeat,
     )
