@@ -62,6 +62,8 @@ PROBES = {"redis": probe_redis, "rabbitmq": probe_rabbitmq, "kafka": probe_kafka
 
 def probe(brokers=BROKERS, ep: Endpoints | None = None) -> dict[str, ProbeResult]:
     """Probe the brokers concurrently; never takes much longer than PROBE_BUDGET seconds."""
+    from .clients import unavailable
+
     ep = ep or current()
     results: dict[str, ProbeResult] = {}
 
@@ -73,8 +75,6 @@ def probe(brokers=BROKERS, ep: Endpoints | None = None) -> dict[str, ProbeResult
         except BrokerUnavailable as exc:
             results[broker] = ProbeResult(broker, exc.address, False, exc.reason, time.monotonic() - started, exc)
         except Exception as exc:  # an unexpected answer is still "not healthy", with the reason kept
-            from .clients import unavailable
-
             error = unavailable(broker, f"{type(exc).__name__}: {exc}", ep)
             results[broker] = ProbeResult(broker, ep.address(broker), False, error.reason,
                                           time.monotonic() - started, error)
@@ -87,8 +87,6 @@ def probe(brokers=BROKERS, ep: Endpoints | None = None) -> dict[str, ProbeResult
         thread.join(max(0.0, deadline - time.monotonic()))
     for broker in brokers:
         if broker not in results:  # the probe's own timeouts did not fire in time
-            from .clients import unavailable
-
             error = unavailable(broker, f"no answer within {timeouts.PROBE_BUDGET:.0f} s", ep)
             results[broker] = ProbeResult(broker, ep.address(broker), False, error.reason,
                                           timeouts.PROBE_BUDGET, error)

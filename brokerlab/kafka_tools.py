@@ -24,14 +24,6 @@ DEFAULT_WAIT = 20.0
 _NOT_READY = None
 
 
-def _admin(admin=None):
-    if admin is not None:
-        return admin
-    from .clients import kafka_admin
-
-    return kafka_admin()
-
-
 # --- topics ------------------------------------------------------------------------------
 
 def create_topic(admin, name: str, partitions: int = 3, config: dict | None = None,
@@ -287,10 +279,6 @@ def offsets_table(admin, topic: str, groups: Iterable[str] = ()) -> dict:
             parts[p] = {"committed": c, "lag": max(0, high - max(low, c if c is not None else low))}
         model["groups"][group] = {"partitions": parts, "lag": sum(v["lag"] for v in parts.values())}
     return model
-
-
-def total_lag(admin, topic: str, group: str) -> int:
-    return offsets_table(admin, topic, [group])["groups"][group]["lag"]
 
 
 # --- consumer groups -------------------------------------------------------------------------

@@ -25,8 +25,6 @@ def pytest_configure(config):
 
 def pytest_sessionstart(session):
     global _started_here
-    if os.environ.get("BROKERLAB_TEST_NO_STACK"):  # unit tests that need no broker
-        return
     from . import stack
     from .health import probe
 

@@ -21,7 +21,6 @@ import time
 from typing import Callable
 
 from .clients import redis_client
-from .waiting import wait_for  # noqa: F401  (the course's one bounded wait; notebooks call rq.wait_for)
 
 BLOCK = 0.5  # seconds a blocking pop waits; below the client's socket timeout (3 s), or redis-py times out
 

@@ -1,7 +1,5 @@
 """The ready-made clients talk to the real brokers and carry short timeouts."""
-from confluent_kafka.admin import NewTopic
-
-from brokerlab import run_name
+from brokerlab import kafka_tools, run_name
 from brokerlab.clients import kafka_admin, kafka_consumer, kafka_producer, rabbit_api, rabbit_connection, redis_client
 
 
@@ -38,7 +36,7 @@ def test_rabbit_round_trip_and_management_api():
 def test_kafka_produce_consume_round_trip():
     admin = kafka_admin()
     topic = run_name("test-clients")
-    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    kafka_tools.create_topic(admin, topic, partitions=1)
     try:
         producer = kafka_producer()
         producer.produce(topic, key="k", value="v")
@@ -49,7 +47,7 @@ def test_kafka_produce_consume_round_trip():
         consumer.close()
         assert [(m.key(), m.value()) for m in messages] == [(b"k", b"v")]
     finally:
-        admin.delete_topics([topic])[topic].result(timeout=15)
+        kafka_tools.delete_topics(admin, [topic])
 
 
 def test_a_block_longer_than_the_socket_timeout_is_explained():

@@ -4,6 +4,7 @@ from functools import partial
 
 import brokerlab as bl
 from brokerlab import redis_queue as rq
+from brokerlab.waiting import wait_for
 
 
 def test_push_is_fifo_from_the_right(r, queue):
@@ -44,7 +45,7 @@ def test_killed_reliable_worker_loses_nothing(r, queue):
         assert workers.wait(until=lambda: r.llen(rq.processing_key(queue, "crashy")) == 1)
         crashy.kill()
     assert rq.outcome(r, queue, tasks)["in_flight"] == ["task-0"]
-    assert rq.wait_for(lambda: not rq.is_alive(r, queue, "crashy"), seconds=5)
+    assert wait_for(lambda: not rq.is_alive(r, queue, "crashy"), seconds=5)
     with bl.BoundedWorkers(seconds=20) as workers:
         workers.thread(rq.reaper, queue, name="reaper", until=workers.running)
         workers.thread(rq.reliable_worker, queue, "healthy", stop_when_empty=False, until=workers.running)

@@ -1,7 +1,8 @@
 """Checks for lab 00 (first messages): each runs the learner's function against the real broker."""
 from __future__ import annotations
 
-from ..clients import kafka_admin, rabbit_connection, redis_client
+from .. import kafka_tools
+from ..clients import kafka_admin, kafka_producer, rabbit_connection, redis_client
 from ..runs import run_name
 from .checking import call_learner, check, passed
 
@@ -52,23 +53,17 @@ def check_rabbit_publish(publish) -> None:
 
 def check_kafka_produce(produce_event) -> None:
     """produce_event(producer, topic, key, value) must have the event on the broker when it returns."""
-    from confluent_kafka import TopicPartition
-    from confluent_kafka.admin import NewTopic, OffsetSpec
-
-    from ..clients import kafka_producer
-
     admin = kafka_admin()
     topic = run_name("lab00-events")
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=15)
+    kafka_tools.create_topic(admin, topic, partitions=1)
     try:
         # a producer that batches for 10 s: only a flush gets the event out before produce_event returns
         producer = kafka_producer(**{"linger.ms": 10000})
         call_learner(produce_event, producer, topic, "account-1", "opened",
                      hint="producer.produce(topic, key=key, value=value), then producer.flush(timeout)")
-        partition = TopicPartition(topic, 0)
-        end = admin.list_offsets({partition: OffsetSpec.latest()})[partition].result(timeout=10).offset
+        end = kafka_tools.watermarks(admin, topic, [0])[0][1]
         check(end == 1, f"when produce_event returned, the broker held {end} events, expected 1",
               "produce() only queues the event inside your process: call producer.flush(10) before returning")
     finally:
-        admin.delete_topics([topic])[topic].result(timeout=15)
+        kafka_tools.delete_topics(admin, [topic])
     passed("Kafka: the event is on the broker when produce_event returns")

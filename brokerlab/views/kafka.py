@@ -3,6 +3,7 @@ read from the broker (AdminClient list_offsets and list_consumer_group_offsets) 
 from __future__ import annotations
 
 from .. import kafka_tools
+from ..clients import kafka_admin
 from .base import LiveView
 
 
@@ -23,7 +24,7 @@ class OffsetsView(LiveView):
         super().__init__()
         self.topic = topic
         self.groups = list(groups)
-        self.admin = admin if admin is not None else kafka_tools._admin()
+        self.admin = admin if admin is not None else kafka_admin()
         self.title = f"Kafka offsets: {topic}"
 
     def add_group(self, group: str) -> "OffsetsView":
