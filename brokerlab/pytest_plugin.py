@@ -4,16 +4,47 @@
   default ports keeps running untouched.
 - BROKERLAB_QUICK=1 shrinks message counts; BROKERLAB_HEADLESS=1 makes widgets print text.
 - The stack is started once per session when it is not already up, and stopped at
-  the end if this session started it: nothing is left running after the run.
+  the end if this session started it: nothing is left running after the run.  Under
+  pytest-xdist only the controlling process does this; its workers find the stack up.
+- Tests that stop or freeze a broker of the shared test stack are marked `disruptive`
+  (tests using the `frozen` fixture are marked automatically): `python -m brokerlab test`
+  runs them alone, before everything else runs in parallel.
 Notebook kernels started by nbval inherit these variables.
 """
 from __future__ import annotations
 
 import os
 
+import pytest
+
 from .endpoints import TEST_PORT_OFFSET
 
 _started_here = False
+
+
+def _is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--notebooks-twice", action="store_true",
+                     help="brokerlab: run every collected notebook twice in a row (with nbval), each in a fresh kernel")
+
+
+@pytest.hookimpl(trylast=True)  # after nbval's own collector, so run 1 comes first
+def pytest_collect_file(file_path, parent):
+    """The second run of a notebook, as a node of its own (`notebooks/x.ipynb::run2::Cell 0`).
+
+    pytest-xdist cannot tell apart items with the same id, so `--keep-duplicates` loses the
+    second run under it; a distinct id keeps it.  The id still starts with the file's path,
+    so `--dist loadfile` runs every run of one notebook on one worker, one after another."""
+    opt = parent.config.option
+    if not getattr(opt, "notebooks_twice", False) or not (opt.nbval or opt.nbval_lax) or file_path.suffix != ".ipynb":
+        return None
+    from nbval.plugin import IPyNbFile
+
+    base = IPyNbFile.from_parent(parent, path=file_path).nodeid
+    return IPyNbFile.from_parent(parent, path=file_path, nodeid=f"{base}::run2")
 
 
 def pytest_configure(config):
@@ -21,10 +52,21 @@ def pytest_configure(config):
     os.environ.setdefault("BROKERLAB_QUICK", "1")
     os.environ.setdefault("BROKERLAB_HEADLESS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    config.addinivalue_line(
+        "markers", "disruptive: stops or freezes a broker of the shared test stack; run alone, never in parallel")
 
 
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "frozen" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.disruptive)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers
 def pytest_sessionstart(session):
     global _started_here
+    if _is_xdist_worker(session.config):
+        return
     from . import stack
     from .health import probe
 

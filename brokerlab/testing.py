@@ -1,8 +1,15 @@
-"""`python -m brokerlab test`: the whole suite in one pytest session.
+"""`python -m brokerlab test`: the whole suite, on its own stack, in two phases.
 
-Unit tests first, then every lesson notebook and every lab solution, each run
-twice in a row by nbval (a second run catches notebooks that do not clean up).
-Afterwards it checks that the test stack left nothing listening.
+1. Disruptive tests (marked `disruptive`, or using the `frozen` fixture: they stop or
+   SIGSTOP a broker of the test stack) run alone, one after another.
+2. Everything else runs in parallel with pytest-xdist: unit tests, then every lesson
+   notebook and every lab solution, run twice in a row by nbval (`--notebooks-twice`,
+   see pytest_plugin; a second run catches notebooks that do not clean up). `--dist
+   loadfile` keeps both runs of a notebook on one worker, in order; notebooks use per-run names, so
+   different notebooks can share the stack at the same time.
+
+The stack is started once before phase 1 and stopped after phase 2 (when this command
+started it); afterwards the command fails if anything still listens on its ports.
 """
 from __future__ import annotations
 
@@ -15,11 +22,21 @@ from .endpoints import TEST_PORT_OFFSET, Endpoints
 from .stack.paths import REPO_ROOT
 from .stack.procs import port_owner
 
+# Parallel pytest workers for phase 2.  Notebook cells mostly wait on brokers and
+# workers, so three share two cores well; BROKERLAB_TEST_WORKERS overrides it.
+DEFAULT_WORKERS = 3
+
 
 def notebook_targets() -> list[str]:
-    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     solutions = sorted((REPO_ROOT / "labs").glob("*_solution.ipynb"))
-    return [str(p.relative_to(REPO_ROOT)) for p in notebooks + solutions for _ in range(2)]
+    return [str(p.relative_to(REPO_ROOT)) for p in notebooks + solutions]
+
+
+def parallel_phase_args(workers: str) -> list[str]:
+    """Phase 2: unit tests and every notebook twice in a row, spread over `workers` processes."""
+    return ["tests", *notebook_targets(), "-m", "not disruptive", "--nbval-lax", "--notebooks-twice",
+            "-n", workers, "--dist", "loadfile", "-rfE", "--durations=20"]
 
 
 def leftovers(ep: Endpoints) -> list[str]:
@@ -32,15 +49,38 @@ def leftovers(ep: Endpoints) -> list[str]:
     return found
 
 
+def _pytest(args: list[str], env: dict) -> int:
+    command = [sys.executable, "-m", "pytest", *args]
+    print("brokerlab: " + " ".join(command[2:]), flush=True)
+    return subprocess.call(command, cwd=REPO_ROOT, env=env)
+
+
 def run_test_suite(extra: list[str]) -> int:
+    from . import stack
+
     offset = int(os.environ.get("BROKERLAB_PORT_OFFSET", TEST_PORT_OFFSET))
     ep = Endpoints.from_env(offset=offset)
     running_before = bool(leftovers(ep))
-    command = [sys.executable, "-m", "pytest", "tests", *notebook_targets(),
-               "--nbval-lax", "--keep-duplicates", "-rfE", "--durations=15", *extra]
+    workers = os.environ.get("BROKERLAB_TEST_WORKERS", str(DEFAULT_WORKERS))
     env = {**os.environ, "BROKERLAB_PORT_OFFSET": str(offset)}
     started = time.monotonic()
-    code = subprocess.call(command, cwd=REPO_ROOT, env=env)
+    os.environ["BROKERLAB_PORT_OFFSET"] = str(offset)
+    stack.up(ep)
+    print(f"brokerlab: test stack up after {time.monotonic() - started:.0f} s", flush=True)
+    try:
+        phase1 = time.monotonic()
+        serial = _pytest(["tests", "-m", "disruptive", "-rfE", *extra], env)
+        print(f"brokerlab: phase 1 (disruptive tests, serial) took {time.monotonic() - phase1:.0f} s", flush=True)
+        phase2 = time.monotonic()
+        parallel = _pytest([*parallel_phase_args(workers), *extra], env)
+        print(f"brokerlab: phase 2 (everything else, {workers} workers) took {time.monotonic() - phase2:.0f} s",
+              flush=True)
+    finally:
+        if not running_before and not os.environ.get("BROKERLAB_KEEP_STACK"):
+            stack.down(ep)
+    if serial == 5:  # no disruptive test selected (e.g. `-- -k notebook`): nothing failed there
+        serial = 0
+    code = serial or parallel
     print(f"brokerlab: test suite took {time.monotonic() - started:.0f} s (stack start and stop included)")
     if not running_before and not os.environ.get("BROKERLAB_KEEP_STACK"):
         left = leftovers(ep)

@@ -65,6 +65,7 @@ def test_clients_on_stopped_brokers_raise_their_library_error_too():
     assert isinstance(error, KafkaException)
 
 
+@pytest.mark.disruptive
 def test_really_stopped_redis_then_restarted(ep):
     from brokerlab import stack
 

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from brokerlab.endpoints import BASE_PORTS
-from brokerlab.testing import notebook_targets
+from brokerlab.testing import notebook_targets, parallel_phase_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL_NOTEBOOKS = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("labs/*.ipynb"))
 LESSONS_AND_SOLUTIONS = [p for p in ALL_NOTEBOOKS if not p.name.endswith("_exercise.ipynb")]
 
@@ -51,6 +53,15 @@ def test_no_hard_coded_ports_or_nbval_comments(path):
 
 def test_the_suite_runs_every_lesson_and_solution_twice():
     targets = notebook_targets()
-    for path in ids(LESSONS_AND_SOLUTIONS):
-        assert targets.count(path) == 2, path
+    assert sorted(targets) == sorted(ids(LESSONS_AND_SOLUTIONS))
     assert not [t for t in targets if t.endswith("_exercise.ipynb")]  # exercises are meant to fail
+    args = parallel_phase_args("2")
+    assert "--notebooks-twice" in args and args[args.index("--dist") + 1] == "loadfile"
+    # What pytest really collects with those options: every notebook, then its second run.
+    collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--nbval-lax",
+                                "--notebooks-twice", *targets], cwd=REPO_ROOT, capture_output=True, text=True,
+                               timeout=120).stdout.splitlines()
+    for path in targets:
+        first, second = f"{path}::Cell 0", f"{path}::run2::Cell 0"
+        assert first in collected and second in collected, path
+        assert collected.index(first) < collected.index(second), path
