@@ -223,7 +223,7 @@ class Lab:
         """Record a name the check did not choose (a consumer group the learner's code created)."""
         self.scratch_names.append((kind, name))
 
-    def hint(self, level: int = 2, check: str | None = None) -> None:
+    def hint(self, level: int = 1, check: str | None = None) -> None:
         """Show help for the check that failed last (or the named check): level 1 the idea,
         level 2 code-level help.  Neither is the answer."""
         name = check or self._last_failed() or self.last_part
@@ -233,7 +233,10 @@ class Lab:
         part = self.parts[name]
         if part.last is not None:
             print(f"Last failure of '{name}': {part.last.what}")
-        print(f"Hint ({name}): {part.idea}" if level <= 1 else f"More help ({name}):\n{part.code}")
+        if level <= 1:
+            print(f"Hint ({name}): {part.idea}\nFor code-level help: hint(2)")
+        else:
+            print(f"More help ({name}):\n{part.code}")
 
     def _last_failed(self) -> str | None:
         if self.last_part and self.parts[self.last_part].last is not None:
