@@ -6,7 +6,8 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 import brokerlab as bl
-from brokerlab.clients import kafka_consumer
+from brokerlab import kafka_tools as kt
+from brokerlab.clients import kafka_admin, kafka_consumer
 from brokerlab.labs import kafka_lab
 from brokerlab.labs.catalogue import Wrong, fails_right, params, passes
 
@@ -57,7 +58,7 @@ def make_rebuild(group_id=None, reset="earliest", commit=False, stop_at_first_eo
     fold = fold or apply_event
 
     def rebuild_balances(topic):
-        consumer = kafka_consumer(group_id or bl.run_name("rebuild"),
+        consumer = kafka_consumer(group_id or bl.run_name("lab05-test-rebuild"),
                                   **{"auto.offset.reset": reset, "enable.partition.eof": True,
                                      "enable.auto.commit": False})
         try:
@@ -100,15 +101,20 @@ def consume_storing(consumer, topic, handle, max_messages, seconds):
                  commit=lambda msg: consumer.store_offsets(message=msg))
 
 
-def test_the_solution_passes_every_check(capsys):
+def test_the_solution_passes_every_check_and_leaves_no_topic_or_group(capsys):
     bl.require("kafka")
     capsys.readouterr()
-    outcome = passes(kafka_lab.check_at_least_once, make_consumer, consume, 1)
-    assert outcome["duplicates"] == 0 and not outcome["lost"]
-    passes(kafka_lab.check_at_least_once, make_consumer, consume_in_threes, 3)
+    outcomes = [passes(kafka_lab.check_at_least_once, make_consumer, consume, 1)]
+    assert outcomes[0]["duplicates"] == 0 and not outcomes[0]["lost"]
+    outcomes.append(passes(kafka_lab.check_at_least_once, make_consumer, consume_in_threes, 3))
     passes(kafka_lab.check_rebuild, rebuild_balances, apply_event, seed=1)
-    passes(kafka_lab.check_stored_offsets, make_storing_consumer, consume_storing)
+    outcomes.append(passes(kafka_lab.check_stored_offsets, make_storing_consumer, consume_storing))
     assert capsys.readouterr().out.count("✔") == 4
+    admin = kafka_admin()
+    groups = {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(10).valid}
+    left = [g for g in groups if g.startswith("bl-lab05-test-rebuild-") or g in {o["group"] for o in outcomes}]
+    assert left == [], f"lab 05 checks left consumer groups behind: {left}"
+    assert not {o["topic"] for o in outcomes} & set(kt.topic_names(admin))
 
 
 # --- wrong implementations ----------------------------------------------------------------------------

@@ -146,6 +146,13 @@ def check_rabbitmq(declare_queue, publish, queue_kind) -> None:
 EVENTS = [("account-1", "opened"), ("account-2", "opened"), ("account-1", "deposit 10")]
 
 
+def _discard(producer) -> None:
+    """Drop what the learner's code left queued in the producer: sent after the topic is deleted, it would
+    create the topic again (auto.create.topics.enable)."""
+    producer.purge()
+    producer.flush(0)
+
+
 def _produce_topic(admin, topic_name: str) -> str:
     return kt.create_topic(admin, lab.scratch(topic_name, kind="topic"), partitions=3)
 
@@ -174,9 +181,9 @@ def _judge_events(records, blame: str) -> None:
 def check_kafka_produce(produce_event) -> None:
     admin = kafka_admin()
     topic = _produce_topic(admin, "lab00-events")
+    # a producer that batches for 10 s, as a busy one would: only a flush gets events out at once
+    producer = kafka_producer(**{"linger.ms": 10000})
     try:
-        # a producer that batches for 10 s, as a busy one would: only a flush gets events out at once
-        producer = kafka_producer(**{"linger.ms": 10000})
         for done, (key, value) in enumerate(EVENTS, start=1):
             call(produce_event, producer, topic, key, value)
             held = sum(high for _, high in kt.watermarks(admin, topic).values())
@@ -185,6 +192,7 @@ def check_kafka_produce(produce_event) -> None:
                    "acknowledged before returning.", blame="produce_event")
         _judge_events(kt.read_all(topic, seconds=10), "produce_event")
     finally:
+        _discard(producer)
         kt.delete_topics(admin, [topic])
     passed("Kafka: each event is on the broker when produce_event returns, with its key and value; "
            "one account's events share a partition, in order")
@@ -219,8 +227,8 @@ class _CountingProducer:
 def check_produce_all(produce_all) -> None:
     admin = kafka_admin()
     topic = _produce_topic(admin, "lab00-reports")
+    producer = _CountingProducer(kafka_producer(**{"linger.ms": 50}))
     try:
-        producer = _CountingProducer(kafka_producer(**{"linger.ms": 50}))
         positions = call(produce_all, producer, topic, list(EVENTS))
         expect(isinstance(positions, list) and len(positions) == len(EVENTS),
                f"produce_all returned {positions!r}, expected one (partition, offset) per event, in send order",
@@ -238,6 +246,7 @@ def check_produce_all(produce_all) -> None:
                    "Take the partition and offset from the delivery report of that very event.",
                    blame="produce_all")
     finally:
+        _discard(producer)
         kt.delete_topics(admin, [topic])
     passed("Kafka: every event's partition and offset, from the broker's delivery reports, with one flush")
 
