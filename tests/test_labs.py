@@ -124,6 +124,20 @@ def test_code_level_help_comes_on_request_or_after_repeated_failures(capsys):
     assert demo.parts["double"].failures == 0
 
 
+def test_a_stopped_broker_is_reported_as_such_not_as_the_learners_bug():
+    from brokerlab.endpoints import Endpoints
+    from brokerlab.errors import BrokerUnavailable
+    from brokerlab.clients import redis_client
+
+    stopped = Endpoints.from_env(offset=9)  # a port set nothing listens on
+
+    def fetch(x):
+        return redis_client(ep=stopped).ping()
+
+    with pytest.raises(BrokerUnavailable):
+        call(fetch, 1)
+
+
 def test_an_injected_crash_passes_through():
     def handler(x):
         raise faults.SimulatedCrash("boom")

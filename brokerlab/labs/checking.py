@@ -24,6 +24,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BrokerUnavailable
 from ..runs import run_name
 
 REVEAL_AFTER = 3  # failures of one check before its code-level help is shown unasked
@@ -129,7 +130,7 @@ def call(function, *args, passthrough: tuple = (), **kwargs):
     and shows the learner's line.  Exceptions in `passthrough` (a crash the check injected) propagate."""
     try:
         return function(*args, **kwargs)
-    except LabCheckFailed:
+    except (LabCheckFailed, BrokerUnavailable):  # a stopped broker is not the learner's bug: its own message
         raise
     except passthrough:
         raise
