@@ -3,11 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+import inspect
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
 
+from brokerlab.labs import catalogue, faults
 from brokerlab.labs.build import build_exercise, exercise_path, solutions, strip_solution
+from brokerlab.labs.checking import REVEAL_AFTER, Lab, LabCheckFailed, call, decided, expect
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = solutions()
@@ -17,6 +23,15 @@ def test_strip_solution_keeps_hints_and_indentation():
     source = "def f(x):\n    # BEGIN SOLUTION\n    # HINT: double it\n    y = x * 2\n    return y\n    # END SOLUTION\n"
     assert strip_solution(source) == (
         "def f(x):\n    # HINT: double it\n    raise NotImplementedError(\"your code here\")")
+
+
+def test_a_design_decision_is_left_to_the_learner():
+    source = 'RESCUED_GO_TO = "front"  # DECISION: "front" or "back"\nx = 1'
+    assert strip_solution(source) == 'RESCUED_GO_TO = None  # DECISION: "front" or "back"\nx = 1'
+    with pytest.raises(LabCheckFailed) as failed:
+        decided(None, "RESCUED_GO_TO", ("front", "back"), "why it matters")
+    assert failed.value.function == "RESCUED_GO_TO" and "front" in failed.value.what
+    assert decided("back", "RESCUED_GO_TO", ("front", "back"), "") == "back"
 
 
 def test_unclosed_solution_block_is_an_error():
@@ -53,3 +68,161 @@ def test_untouched_exercise_fails_every_check_with_a_hint(solution):
     others = [c for c in nb.cells if c.cell_type == "code" and "check" not in c.metadata.get("tags", [])]
     failing = [c.source for c in others if any(o.output_type == "error" for o in c.outputs)]
     assert not failing, f"non-check cells must run in the exercise too: {failing}"
+
+
+# --- the check API: blame, the learner's line, progressive hints -------------------------
+
+demo = Lab("demo")
+
+
+@demo.check("double", idea="IDEA: twice the input", code="CODE: return x * 2")
+def check_double(double):
+    got = call(double, 21)
+    expect(got == 42, f"double(21) returned {got!r}", "twice 21 is 42", blame="double")
+
+
+def helper_not_written(x):
+    raise NotImplementedError("your code here")
+
+
+def double_via_unwritten_helper(x):
+    return helper_not_written(x) * 2
+
+
+def double_that_crashes(x):
+    values = {}
+    return values[x]
+
+
+def test_a_crash_names_the_learners_function_and_line():
+    demo.reset()
+    with pytest.raises(LabCheckFailed) as failed:
+        check_double(double_that_crashes)
+    assert failed.value.function == "double_that_crashes"
+    assert failed.value.where.endswith("return values[x]") and "KeyError" in failed.value.what
+    assert "IDEA" in failed.value.hint and failed.value.more is None
+
+
+def test_not_written_blames_the_function_that_is_not_written():
+    demo.reset()
+    with pytest.raises(LabCheckFailed, match="helper_not_written is not written yet") as failed:
+        check_double(double_via_unwritten_helper)
+    assert failed.value.function == "helper_not_written"
+
+
+def test_code_level_help_comes_on_request_or_after_repeated_failures(capsys):
+    demo.reset()
+    for attempt in range(1, REVEAL_AFTER + 1):
+        with pytest.raises(LabCheckFailed) as failed:
+            check_double(lambda x: x + 2)
+        assert failed.value.what == "double(21) returned 23" and failed.value.function == "double"
+        assert (failed.value.more == "CODE: return x * 2") == (attempt == REVEAL_AFTER)
+        assert ("More help" in str(failed.value)) == (attempt == REVEAL_AFTER)
+    demo.hint(2)
+    assert "CODE: return x * 2" in capsys.readouterr().out
+    check_double(lambda x: x * 2)
+    assert demo.parts["double"].failures == 0
+
+
+def test_a_stopped_broker_is_reported_as_such_not_as_the_learners_bug():
+    from brokerlab.endpoints import Endpoints
+    from brokerlab.errors import BrokerUnavailable
+    from brokerlab.clients import redis_client
+
+    stopped = Endpoints.from_env(offset=9)  # a port set nothing listens on
+
+    def fetch(x):
+        return redis_client(ep=stopped).ping()
+
+    with pytest.raises(BrokerUnavailable):
+        call(fetch, 1)
+
+
+def test_an_injected_crash_passes_through():
+    def handler(x):
+        raise faults.SimulatedCrash("boom")
+
+    with pytest.raises(faults.SimulatedCrash):
+        call(handler, 1, passthrough=(faults.SimulatedCrash,))
+
+
+def test_a_crashing_redis_client_dies_between_two_commands(r):
+    from brokerlab import run_name
+
+    key = run_name("lab-crash")
+    try:
+        _, commands = faults.count_commands(lambda c: (c.rpush(key, "a"), c.rpush(key, "b")))
+        assert commands == ["RPUSH", "RPUSH"]
+        doomed = faults.crashing_redis(1)
+        doomed.rpush(key, "c")
+        with pytest.raises(faults.SimulatedCrash):
+            doomed.rpush(key, "d")
+        with pytest.raises(faults.SimulatedCrash):  # dead stays dead
+            doomed.get(key)
+        pipe = faults.crashing_redis(1)
+        with pipe.pipeline() as p:  # one MULTI/EXEC is one step: it all happens or none of it
+            p.rpush(key, "e").rpush(key, "f").execute()
+        assert r.lrange(key, 0, -1) == ["a", "b", "c", "e", "f"]
+    finally:
+        r.delete(key)
+
+
+def test_in_a_notebook_a_crash_shows_the_learners_own_line():
+    nb = new_notebook(cells=[
+        new_code_cell("from brokerlab.labs import redis_lab"),
+        new_code_cell("def ack(r, queue, worker, task):\n    ratio = 1 / 0\n    return ratio"),
+        new_code_cell("redis_lab.check_ack(ack)"),
+    ])
+    NotebookClient(nb, timeout=60, allow_errors=True).execute()
+    error = next(o for o in nb.cells[2].outputs if o.output_type == "error")
+    shown = "\n".join(error.traceback)
+    assert error.ename == "LabCheckFailed"
+    assert "✘ ack:" in shown and "at" in shown and "ack, line 2: ratio = 1 / 0" in shown, shown
+
+
+# --- every lab meets issue 13: a design decision, a stretch goal, a catalogue of wrong implementations ------
+
+def _lab_modules():
+    import pkgutil
+
+    import brokerlab.labs as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.endswith("_lab"):
+            yield importlib.import_module(f"brokerlab.labs.{info.name}")
+
+
+def _catalogues() -> list:
+    wrongs = []
+    for path in sorted((ROOT / "tests").glob("test_*lab*.py")):
+        spec = importlib.util.spec_from_file_location(f"_catalogue_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        wrongs += [w for w in getattr(module, "CATALOGUE", []) if isinstance(w, catalogue.Wrong)]
+    return wrongs
+
+
+LAB_MODULES = list(_lab_modules())
+
+
+def test_every_solution_leaves_a_decision_and_has_a_stretch_goal():
+    for solution in SOLUTIONS:
+        nb = nbformat.read(solution, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert "# DECISION" in code, f"{solution.name}: no `NAME = ...  # DECISION` line"
+        stretch = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                        and c.source.lstrip().startswith("#") and "stretch" in c.source.splitlines()[0].lower()), None)
+        assert stretch is not None, f"{solution.name}: no markdown heading naming the stretch goal"
+        assert any("check" in c.metadata.get("tags", []) for c in nb.cells[stretch:]), (
+            f"{solution.name}: the stretch goal has no check cell of its own")
+        assert "# HINT:" not in code, f"{solution.name}: code-level hints belong in the check's `code`, not the cell"
+
+
+@pytest.mark.parametrize("module", LAB_MODULES, ids=[m.__name__.rsplit(".", 1)[1] for m in LAB_MODULES])
+def test_every_lab_check_has_a_catalogue_of_wrong_implementations(module):
+    assert isinstance(getattr(module, "lab", None), Lab), f"{module.__name__}: no `lab = Lab(...)` (see /work/coord/labs.md)"
+    checks = [f for _, f in inspect.getmembers(module, callable) if getattr(f, "lab", None) is module.lab]
+    wrongs = [w for w in _catalogues() if getattr(w.check, "lab", None) is module.lab]
+    assert len(wrongs) >= 10, f"{module.__name__}: {len(wrongs)} wrong implementations in tests/, at least 10 needed"
+    untested = [f.__name__ for f in checks if not any(w.check is f for w in wrongs)]
+    assert not untested, f"{module.__name__}: checks with no wrong implementation in a CATALOGUE: {untested}"
