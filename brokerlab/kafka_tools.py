@@ -541,6 +541,30 @@ def crash_test_consumer(group: str, topic: str, config: dict, processed_file: st
         time.sleep(0.05)
 
 
+def crash_and_restart(group: str, topic: str, config: dict, process_first: int, crash_when: Callable[[], bool],
+                      processed_file, seconds: float = 20.0) -> tuple[list[str], list[str]]:
+    """Fault injection for one-partition `topic`: run crash_test_consumer(group, ...) in its own process, kill it
+    (SIGKILL: no close(), no final commit) as soon as crash_when() is true (a condition on the broker's state),
+    then restart: a consumer of the same group assign()s partition 0 without an offset, so it starts at the group's
+    committed offset, and reads to the end. Returns (values processed before the crash, values read after)."""
+    from confluent_kafka import TopicPartition
+
+    from .clients import kafka_consumer
+    from .workers import BoundedWorkers
+
+    with BoundedWorkers(seconds=seconds + 10) as workers:
+        worker = workers.process(crash_test_consumer, group, topic, config, str(processed_file), process_first)
+        wait_for(crash_when, seconds, f"{group}: the moment to crash")
+        worker.kill()
+    restarted = kafka_consumer(group, **{"enable.auto.commit": False, "enable.partition.eof": True})
+    restarted.assign([TopicPartition(topic, 0)])  # no offset given: the committed one
+    try:
+        redone = [r.value for r in consume(restarted, 10_000, seconds=seconds, stop_at_eof=True)]
+    finally:
+        restarted.close()
+    return lines(processed_file), redone
+
+
 def lines(path) -> list[str]:
     """The lines a crash-test process wrote so far (a missing file: none)."""
     from pathlib import Path

@@ -6,7 +6,6 @@ import pytest
 import brokerlab as bl
 from brokerlab import kafka_tools as kt
 from brokerlab.clients import kafka_admin, kafka_consumer, kafka_producer
-from brokerlab.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -133,21 +132,9 @@ def test_consume_stop_at_eof_returns_when_every_partition_is_read(admin, topic):
 
 
 def _crash(admin, topic, config, process_first, until, tmp_path):
-    from confluent_kafka import TopicPartition
-
     group = bl.run_name("g-crash")
     log = tmp_path / "processed"
-    with bl.BoundedWorkers(seconds=30) as workers:
-        worker = workers.process(kt.crash_test_consumer, group, topic, config, str(log), process_first)
-        wait_for(lambda: until(group, log), 20, "the crash point")
-        worker.kill()
-    restarted = kafka_consumer(group, **{"enable.auto.commit": False, "enable.partition.eof": True})
-    restarted.assign([TopicPartition(topic, 0)])
-    try:
-        redone = [r.value for r in kt.consume(restarted, 20, seconds=10, stop_at_eof=True)]
-    finally:
-        restarted.close()
-    return kt.lines(log), redone
+    return kt.crash_and_restart(group, topic, config, process_first, lambda: until(group, log), log)
 
 
 @pytest.fixture
