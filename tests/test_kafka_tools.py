@@ -181,3 +181,14 @@ def test_share_group_config_and_share_consume(admin, payments):
         consumer.close()
     assert sorted(seen) == sorted([(f"p{i}", 1) for i in range(6)] + [("p0", 2)])
     kt.delete_groups(admin, [group])
+
+
+def test_kip848_consumer_is_accepted_and_assigned(admin, topic):
+    group = bl.run_name("g-848")
+    consumer = kafka_consumer(group, **{"group.protocol": "consumer", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    try:
+        assert kt.wait_for_assignment(consumer) == [0, 1, 2]
+    finally:
+        consumer.close()
+    kt.delete_groups(admin, [group])
