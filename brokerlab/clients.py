@@ -216,7 +216,22 @@ def kafka_consumer(group_id: str, ep: Endpoints | None = None, **config):
         "session.timeout.ms": 6000,  # the broker's minimum: a crashed member is noticed quickly
         "heartbeat.interval.ms": 1000,
     }
+    if config.get("group.protocol") == "consumer":
+        # the KIP-848 protocol: session and heartbeat are set by the broker, the client may not set them
+        del defaults["session.timeout.ms"], defaults["heartbeat.interval.ms"]
     return Consumer({**_kafka_base(ep), **defaults, **config})
+
+
+def kafka_share_consumer(group_id: str, ep: Endpoints | None = None, **config):
+    """A confluent_kafka.ShareConsumer (KIP-932 share group `group_id`), explicit acknowledgement unless told
+    otherwise. Where a new share group starts is a GROUP config (share.auto.offset.reset, default latest),
+    not a client setting: see kafka_tools.set_group_config."""
+    from confluent_kafka import ShareConsumer
+
+    ep = ep or current()
+    kafka_check(ep)
+    defaults = {"group.id": group_id, "share.acknowledgement.mode": "explicit"}
+    return ShareConsumer({**_kafka_base(ep), **defaults, **config})
 
 
 def _short(exc) -> str:

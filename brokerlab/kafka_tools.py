@@ -1,4 +1,4 @@
-"""Kafka machinery for notebook 05 and its lab: topics, offsets, lag and group state, with waits
+"""Kafka machinery for notebooks 05a/05b and lab 05: topics, offsets, lag and group state, with waits
 that read the broker's own answers (metadata, list_offsets, describe_consumer_groups), never sleeps.
 
 Every function takes ready-made clients or makes short-lived ones from brokerlab.clients, and every
@@ -123,6 +123,48 @@ def text(value) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def partition_for(key, partitions: int, partitioner: str = "consistent_random") -> int:
+    """The partition a producer picks for a non-empty key, computed here so a notebook can check the
+    broker-acknowledged partition against the formula:
+    - "consistent_random" (librdkafka's default, so confluent-kafka's): CRC32(key) % partitions;
+    - "murmur2_random" (the Java client's default partitioner): (murmur2(key) & 0x7fffffff) % partitions."""
+    import zlib
+
+    data = _bytes(key)
+    if partitioner == "consistent_random":
+        return zlib.crc32(data) % partitions
+    if partitioner == "murmur2_random":
+        return (murmur2(data) & 0x7FFFFFFF) % partitions
+    raise ValueError(f"unknown partitioner {partitioner!r}")
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2, seed 0x9747b28c), as a signed 32-bit int."""
+    m, r, mask = 0x5BD1E995, 24, 0xFFFFFFFF
+    length = len(data)
+    h = (0x9747B28C ^ length) & mask
+    for i in range(0, length - length % 4, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & mask
+        k ^= k >> r
+        k = (k * m) & mask
+        h = (h * m) & mask
+        h ^= k
+    tail = length % 4
+    base = length - tail
+    if tail == 3:
+        h ^= data[base + 2] << 16
+    if tail >= 2:
+        h ^= data[base + 1] << 8
+    if tail >= 1:
+        h ^= data[base]
+        h = (h * m) & mask
+    h ^= h >> 13
+    h = (h * m) & mask
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
 @dataclass
 class Record:
     """A consumed message in plain Python types (what the notebooks print and assert on)."""
@@ -138,13 +180,16 @@ class Record:
 
 
 def consume(consumer, max_messages: int, seconds: float = 10.0, idle: float | None = None,
-            on_message: Callable | None = None, raw: bool = False, poll: float = 0.2) -> list:
-    """Poll until `max_messages` arrived, `seconds` passed, or (if given) `idle` seconds passed
-    without a message. Returns Records (or the raw messages with raw=True).
+            on_message: Callable | None = None, raw: bool = False, poll: float = 0.2,
+            stop_at_eof: bool = False) -> list:
+    """Poll until `max_messages` arrived, `seconds` passed, (if given) `idle` seconds passed
+    without a message, or (stop_at_eof=True, needs enable.partition.eof=true) every assigned
+    partition reported its end. Returns Records (or the raw messages with raw=True).
     `on_message(msg)` runs for each message before the next poll (e.g. process, then commit)."""
     from confluent_kafka import KafkaError, KafkaException
 
     got: list = []
+    at_end: set = set()
     deadline = time.monotonic() + seconds
     last = time.monotonic()
     while len(got) < max_messages and time.monotonic() < deadline:
@@ -155,8 +200,13 @@ def consume(consumer, max_messages: int, seconds: float = 10.0, idle: float | No
             continue
         if msg.error():
             if msg.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add((msg.topic(), msg.partition()))
+                assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+                if stop_at_eof and assigned and assigned <= at_end:
+                    break
                 continue
             raise KafkaException(msg.error())
+        at_end.discard((msg.topic(), msg.partition()))
         last = time.monotonic()
         if on_message is not None:
             on_message(msg)
@@ -420,3 +470,104 @@ def delete_groups(admin, groups: Iterable[str], timeout: float = DEFAULT_WAIT) -
             if "GROUP_ID_NOT_FOUND" not in exc.args[0].name():
                 raise
     return deleted
+
+
+def set_group_config(admin, group: str, **configs) -> None:
+    """Set dynamic GROUP configs (IncrementalAlterConfigs), e.g. share_auto_offset_reset="earliest" for a
+    share group: underscores in the keyword become dots. They are deleted with the group."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    entries = [ConfigEntry(key.replace("_", "."), str(value), incremental_operation=AlterConfigOpType.SET)
+               for key, value in configs.items()]
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
+    admin.incremental_alter_configs([resource], request_timeout=timeouts.REPLY * 2)[resource].result(
+        timeouts.REPLY * 2)
+
+
+def share_consume(consumer, max_messages: int, seconds: float = 10.0, idle: float | None = None,
+                  on_message: Callable | None = None) -> list:
+    """Bounded loop over ShareConsumer.poll() (which returns a batch). `on_message(msg)` must acknowledge
+    each message in explicit mode (ACCEPT, RELEASE or REJECT); the acknowledgements are committed with
+    commit_sync() after each batch. Returns the raw messages."""
+    from confluent_kafka import KafkaException
+
+    got: list = []
+    deadline = time.monotonic() + seconds
+    last = time.monotonic()
+    while len(got) < max_messages and time.monotonic() < deadline:
+        batch = consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+        if not batch:
+            if idle is not None and time.monotonic() - last >= idle:
+                break
+            continue
+        last = time.monotonic()
+        for msg in batch:
+            if msg.error():
+                raise KafkaException(msg.error())
+            if on_message is not None:
+                on_message(msg)
+            got.append(msg)
+        consumer.commit_sync(timeouts.REPLY * 2)
+    return got
+
+
+# --- crash demos ---------------------------------------------------------------------------
+
+def crash_test_consumer(group: str, topic: str, config: dict, processed_file: str, process_first: int,
+                        batch: int = 100, hang_seconds: float = 60.0) -> None:
+    """The target of a process the notebook kills (BoundedWorkers.process): subscribe, take one batch
+    with Consumer.consume(batch), "process" the first `process_first` records (append the value to
+    `processed_file`; call store_offsets(msg) when enable.auto.offset.store=false), then hang as if stuck on
+    the next record, without polling, until killed (at most `hang_seconds`). Auto commit, if on, keeps
+    committing from librdkafka's background thread meanwhile: what gets committed is what was stored."""
+    from .clients import kafka_consumer
+
+    consumer = kafka_consumer(group, **config)
+    consumer.subscribe([topic])
+    store_by_hand = str(config.get("enable.auto.offset.store", True)).lower() == "false"
+    deadline = time.monotonic() + hang_seconds
+    messages: list = []
+    while len(messages) < batch and time.monotonic() < deadline:
+        messages += [m for m in consumer.consume(batch - len(messages), timeout=0.5) if not m.error()]
+        if messages and len(messages) >= process_first:
+            break
+    with open(processed_file, "a") as out:
+        for msg in messages[:process_first]:
+            out.write(text(msg.value()) + "\n")
+            out.flush()
+            if store_by_hand:
+                consumer.store_offsets(message=msg)
+    while time.monotonic() < deadline:  # stuck: the crash comes from outside (kill)
+        time.sleep(0.05)
+
+
+def crash_and_restart(group: str, topic: str, config: dict, process_first: int, crash_when: Callable[[], bool],
+                      processed_file, seconds: float = 20.0) -> tuple[list[str], list[str]]:
+    """Fault injection for one-partition `topic`: run crash_test_consumer(group, ...) in its own process, kill it
+    (SIGKILL: no close(), no final commit) as soon as crash_when() is true (a condition on the broker's state),
+    then restart: a consumer of the same group assign()s partition 0 without an offset, so it starts at the group's
+    committed offset, and reads to the end. Returns (values processed before the crash, values read after)."""
+    from confluent_kafka import TopicPartition
+
+    from .clients import kafka_consumer
+    from .workers import BoundedWorkers
+
+    with BoundedWorkers(seconds=seconds + 10) as workers:
+        worker = workers.process(crash_test_consumer, group, topic, config, str(processed_file), process_first)
+        wait_for(crash_when, seconds, f"{group}: the moment to crash")
+        worker.kill()
+    restarted = kafka_consumer(group, **{"enable.auto.commit": False, "enable.partition.eof": True})
+    restarted.assign([TopicPartition(topic, 0)])  # no offset given: the committed one
+    try:
+        redone = [r.value for r in consume(restarted, 10_000, seconds=seconds, stop_at_eof=True)]
+    finally:
+        restarted.close()
+    return lines(processed_file), redone
+
+
+def lines(path) -> list[str]:
+    """The lines a crash-test process wrote so far (a missing file: none)."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path.read_text().splitlines() if path.exists() else []

@@ -1,4 +1,6 @@
 """kafka_tools against the real Kafka broker: topics, keys, offsets/lag, group state."""
+import time
+
 import pytest
 
 import brokerlab as bl
@@ -98,3 +100,95 @@ def test_retention_moves_log_start(admin):
         assert [r.value for r in kt.read_all(name)] == ["new"]
     finally:
         kt.delete_topics(admin, [name])
+
+
+def test_partition_for_matches_the_broker_acknowledged_partition(admin, topic):
+    keys = [f"key-{i}" for i in range(16)]
+    for partitioner in ("consistent_random", "murmur2_random"):
+        placed = kt.produce(kafka_producer(**{"partitioner": partitioner}), topic, [(k, "v") for k in keys])
+        assert [p for p, _ in placed] == [kt.partition_for(k, 3, partitioner) for k in keys], partitioner
+    # the two hashes disagree on some keys: the reason Python and Java producers can split a key
+    assert any(kt.partition_for(k, 3) != kt.partition_for(k, 3, "murmur2_random") for k in keys)
+
+
+def test_murmur2_matches_kafkas_reference_values():
+    # org.apache.kafka.common.utils.UtilsTest#testMurmur2
+    assert kt.murmur2(b"21") == -973932308
+    assert kt.murmur2(b"foobar") == -790332482
+    assert kt.murmur2(b"a-little-bit-long-string") == -985981536
+    assert kt.murmur2(b"") == 275646681
+
+
+def test_consume_stop_at_eof_returns_when_every_partition_is_read(admin, topic):
+    kt.produce(kafka_producer(), topic, [(f"k{i}", "v") for i in range(7)])
+    consumer = kafka_consumer(bl.run_name("g-eof"), **{"enable.auto.commit": False, "enable.partition.eof": True})
+    consumer.subscribe([topic])
+    try:
+        started = time.monotonic()
+        got = kt.consume(consumer, max_messages=100, seconds=20, stop_at_eof=True)
+        assert len(got) == 7 and time.monotonic() - started < 15
+    finally:
+        consumer.close()
+
+
+def _crash(admin, topic, config, process_first, until, tmp_path):
+    group = bl.run_name("g-crash")
+    log = tmp_path / "processed"
+    return kt.crash_and_restart(group, topic, config, process_first, lambda: until(group, log), log)
+
+
+@pytest.fixture
+def payments(admin):
+    name = kt.create_topic(admin, bl.run_name("t-pay"), partitions=1)
+    kt.produce(kafka_producer(), name, [("a", f"p{i}") for i in range(6)])
+    yield name
+    kt.delete_topics(admin, [name])
+
+
+def test_auto_commit_crash_loses_what_was_handed_over(admin, payments, tmp_path):
+    done, redone = _crash(admin, payments, {"auto.commit.interval.ms": 200}, 2,
+                          lambda g, log: len(kt.lines(log)) == 2
+                          and kt.committed_offsets(admin, g, payments, [0])[0] == 6, tmp_path)
+    assert done == ["p0", "p1"] and redone == []
+
+
+def test_store_offsets_after_processing_loses_nothing(admin, payments, tmp_path):
+    done, redone = _crash(admin, payments, {"auto.commit.interval.ms": 200, "enable.auto.offset.store": False}, 2,
+                          lambda g, log: len(kt.lines(log)) == 2
+                          and kt.committed_offsets(admin, g, payments, [0])[0] == 2, tmp_path)
+    assert done + redone == [f"p{i}" for i in range(6)]
+
+
+def test_share_group_config_and_share_consume(admin, payments):
+    from confluent_kafka import AcknowledgeType
+
+    from brokerlab.clients import kafka_share_consumer
+
+    group = bl.run_name("g-share")
+    kt.set_group_config(admin, group, share_auto_offset_reset="earliest")
+    consumer = kafka_share_consumer(group)
+    consumer.subscribe([payments])
+    seen = []
+
+    def release_p0_once(msg):
+        seen.append((msg.value().decode(), msg.delivery_count()))
+        first_p0 = msg.value() == b"p0" and msg.delivery_count() == 1
+        consumer.acknowledge(msg, AcknowledgeType.RELEASE if first_p0 else AcknowledgeType.ACCEPT)
+
+    try:
+        kt.share_consume(consumer, max_messages=7, seconds=20, on_message=release_p0_once)
+    finally:
+        consumer.close()
+    assert sorted(seen) == sorted([(f"p{i}", 1) for i in range(6)] + [("p0", 2)])
+    kt.delete_groups(admin, [group])
+
+
+def test_kip848_consumer_is_accepted_and_assigned(admin, topic):
+    group = bl.run_name("g-848")
+    consumer = kafka_consumer(group, **{"group.protocol": "consumer", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    try:
+        assert kt.wait_for_assignment(consumer) == [0, 1, 2]
+    finally:
+        consumer.close()
+    kt.delete_groups(admin, [group])
