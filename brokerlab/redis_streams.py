@@ -41,24 +41,43 @@ def create_group(r, stream: str, group: str, start: str = "0") -> None:
 
 def group_consumer(stream: str, group: str, consumer: str, seconds: float = 10.0, max_entries: int | None = None,
                    work_seconds: float = 0.0, stop_when_idle: bool = True,
-                   until: Callable[[], bool] | None = None) -> int:
-    """XREADGROUP new entries one at a time, 'work', record, XACK. Returns how many it completed.
+                   until: Callable[[], bool] | None = None, recover_pending: bool = True) -> int:
+    """The reference consumer: its own pending entries first, then new ones; each one 'worked',
+    recorded, XACKed. Returns how many entries it completed.
 
-    Between XREADGROUP and XACK the entry sits in the group's pending entries list
-    under this consumer's name: kill the process there and Redis still remembers it."""
+    A consumer that restarts under the same name first reads its own history (XREADGROUP with id 0,
+    then after the last id it saw) until that is empty, and only then reads `>` (entries never
+    delivered to the group), as the XREADGROUP documentation describes. Between XREADGROUP and
+    XACK the entry sits in the group's pending entries list under this consumer's name: kill the
+    process there and Redis still remembers it for the restart (or for XAUTOCLAIM by a peer).
+
+    recover_pending=False reads only `>`: the anti-pattern notebook 02 reproduces (a restarted
+    consumer never sees what it held when it died)."""
     r = redis_client()
     deadline = time.monotonic() + seconds
     completed = 0
+    cursor = "0" if recover_pending else ">"  # "0": my pending entries from the start; ">": new entries
     try:
         while time.monotonic() < deadline and (max_entries is None or completed < max_entries):
             if until is not None and not until():
                 break
-            reply = r.xreadgroup(group, consumer, {stream: ">"}, count=1, block=BLOCK_MS)
-            if not reply:
+            # BLOCK only applies to ">": a read of one's own history answers at once
+            reply = r.xreadgroup(group, consumer, {stream: cursor}, count=1,
+                                 block=BLOCK_MS if cursor == ">" else None)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                if cursor != ">":
+                    cursor = ">"  # my history is empty: from now on, new entries
+                    continue
                 if stop_when_idle:
                     break
                 continue
-            entry_id, _fields = reply[0][1][0]
+            entry_id, fields = entries[0]
+            if cursor != ">":
+                cursor = entry_id  # the next history read starts after this entry
+            if not fields:  # pending, but the entry was deleted (trimmed) meanwhile: nothing left to do
+                r.xack(stream, group, entry_id)
+                continue
             time.sleep(max(0.0, min(work_seconds, deadline - time.monotonic())))
             r.hincrby(done_key(stream, group), entry_id, 1)
             r.hincrby(by_consumer_key(stream, group), consumer, 1)
