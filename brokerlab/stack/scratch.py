@@ -34,7 +34,7 @@ from ..endpoints import BASE_PORTS, HOST, Endpoints
 from ..errors import StackError
 from .native import RabbitMQService, RedisService
 from .paths import home
-from .procs import pid_alive, wait_gone
+from .procs import pid_alive, port_in_use, wait_gone
 
 __all__ = ["scratch_redis", "scratch_rabbitmq", "ScratchRedis", "ScratchRabbitMQ", "free_ports"]
 
@@ -100,16 +100,28 @@ class _Scratch:
         os.kill(pid, sig)
         if not wait_gone(pid, timeout):
             raise StackError(f"scratch {self.service.name} (pid {pid}) still runs {timeout:.0f} s after signal {sig}")
+        self._wait_ports_closed(timeout)
         return pid
+
+    def _wait_ports_closed(self, timeout: float) -> None:
+        """The kernel closes a killed server's listening socket a few ms after the process is gone."""
+        deadline = time.monotonic() + timeout
+        port = self.ep.ports[self.service.ports[0]]
+        while port_in_use(self.ep.host, port):
+            if time.monotonic() > deadline:
+                raise StackError(f"port {port} still answers {timeout:.0f} s after scratch {self.service.name} died")
+            time.sleep(0.01)
 
     def stop(self) -> None:
         """A clean shutdown (the server saves what its configuration says it saves)."""
         self.service.stop()
+        self._wait_ports_closed(10.0)
 
     def close(self) -> None:
         """Stop whatever runs and delete the data folder."""
         try:
             self.service.stop()
+            self._wait_ports_closed(10.0)
         finally:
             launch = getattr(self.service, "launch", None)
             if launch is not None and launch.poll() is None:  # the bwrap launcher, if still there
