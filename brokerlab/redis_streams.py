@@ -124,3 +124,43 @@ def autoclaim_all(r, stream: str, group: str, consumer: str, min_idle_ms: int, m
 def delete_stream(r, stream: str) -> int:
     keys = [stream, *r.scan_iter(match=f"{stream}:*", count=200)]
     return r.delete(*keys) if keys else 0
+
+
+# --- what Redis 8.2 / 8.4 / 8.6 add to streams ----------------------------------------------------------
+
+NEWER_STREAM_COMMANDS = {
+    # name: (the release that adds it (Redis Open Source release notes), the command it probes with)
+    "XACKDEL (XACK + delete in one command)": ((8, 2), lambda s, e: ("XACKDEL", s, "g", "IDS", 1, e)),
+    "XDELEX (delete, with KEEPREF / DELREF / ACKED)": ((8, 2), lambda s, e: ("XDELEX", s, "ACKED", "IDS", 1, e)),
+    "XADD ... ACKED (trim only entries every group acked)": ((8, 2), lambda s, e: ("XADD", s, "ACKED", "MAXLEN",
+                                                                                   "=", 1, "*", "f", "v")),
+    "XREADGROUP ... CLAIM (idle pending + new in one read)": ((8, 4), lambda s, e: ("XREADGROUP", "GROUP", "g", "c",
+                                                                                    "CLAIM", 0, "STREAMS", s, ">")),
+    "XADD ... IDMP (idempotent produce)": ((8, 6), lambda s, e: ("XADD", s, "IDMP", "producer-1", "msg-1", "*",
+                                                                 "f", "v")),
+}
+
+
+def server_version(r) -> tuple[int, int]:
+    major, minor, *_ = r.info("server")["redis_version"].split(".")
+    return int(major), int(minor)
+
+
+def probe_newer_commands(r, stream: str) -> dict[str, dict]:
+    """Send each command of NEWER_STREAM_COMMANDS to this Redis, on a throw-away stream (deleted after),
+    and record whether Redis accepted it: {name: {"since": (8, 2), "accepted": bool, "reply": reply or error}}."""
+    import redis
+
+    results = {}
+    try:
+        create_group(r, stream, "g", start="0")
+        entry = r.xadd(stream, {"f": "v"})
+        for name, (since, command) in NEWER_STREAM_COMMANDS.items():
+            try:
+                reply, accepted = r.execute_command(*command(stream, entry)), True
+            except redis.exceptions.ResponseError as exc:
+                reply, accepted = str(exc).split(",")[0], False
+            results[name] = {"since": since, "accepted": accepted, "reply": reply}
+    finally:
+        r.delete(stream)
+    return results
