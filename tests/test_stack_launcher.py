@@ -147,3 +147,34 @@ def test_no_apt_is_explained(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(StackError, match="Docker"):
         apt_install("redis-server")
+
+
+def test_a_killed_stack_up_leaves_nothing_mounted_and_down_stops_everything_it_started():
+    """SIGKILL `stack up` while RabbitMQ is still starting (no pid file yet), then `stack down`."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from brokerlab.stack.procs import pids_naming, port_in_use
+
+    side = Endpoints.from_env(offset=SIDE_OFFSET + 17)
+    folder = stack_dir(side.offset)
+    launcher = subprocess.Popen([sys.executable, "-m", "brokerlab", "stack", "up"],
+                                env={**os.environ, "BROKERLAB_PORT_OFFSET": str(side.offset)},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not pids_naming(f"{folder}/rabbitmq/"):  # RabbitMQ's launcher is running
+            assert launcher.poll() is None and time.monotonic() < deadline, "RabbitMQ never started"
+            time.sleep(0.05)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    try:
+        assert f" {folder}" not in Path("/proc/self/mountinfo").read_text()  # bwrap mounts nothing on the host
+    finally:
+        stack.down(side)
+    assert pids_naming(f"{folder}/") == []
+    busy = [name for name, port in side.ports.items() if port_in_use(side.host, port)]
+    assert busy == [], f"ports still answering after down: {busy}"
+    shutil.rmtree(folder, ignore_errors=True)

@@ -121,7 +121,7 @@ def down(ep: Endpoints | None = None) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    left = [(s.name, pid) for s in services(ep) for pid in s.pids()]
+    left = [(s.name, pid) for s in services(ep) for pid in s.pids() + s.strays()]
     if errors or left:
         raise StackError("could not stop everything: " + "; ".join(errors + [f"{n} pid {p}" for n, p in left]))
     _mode_file(ep).unlink(missing_ok=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..endpoints import BROKER_NAMES, Endpoints
 from ..errors import BrokerUnavailable, StackError
 from . import debroot, kafka_dist
-from .procs import pid_alive, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
+from .procs import pid_alive, pids_naming, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
 
 START_DEADLINE = {"redis": 15.0, "rabbitmq": 90.0, "kafka": 90.0}
 
@@ -138,10 +138,15 @@ class NativeService:
         raise NotImplementedError
 
     def stop(self) -> None:
-        for pid in self.pids():
+        # The pid file's server, then anything else started for this service's folder: a launcher
+        # (bwrap, the start script) or a server whose `stack up` was killed before its pid file existed.
+        for pid in self.pids() + self.strays():
             if not stop_pid(pid):
                 raise StackError(f"could not stop {BROKER_NAMES[self.name]} (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
+
+    def strays(self) -> list[int]:
+        return [pid for pid in pids_naming(f"{self.dir}/") if pid not in self.pids()]
 
 
 def apt_install(*packages: str) -> None:
