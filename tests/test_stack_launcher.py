@@ -178,3 +178,16 @@ def test_a_killed_stack_up_leaves_nothing_mounted_and_down_stops_everything_it_s
     busy = [name for name, port in side.ports.items() if port_in_use(side.host, port)]
     assert busy == [], f"ports still answering after down: {busy}"
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_broker_running_another_version_than_the_pins_is_restarted(side_redis, monkeypatch, capsys):
+    """E.g. a stack started before the pins moved (Redis 7 from Debian 12): `up` replaces it."""
+    from brokerlab.stack import versions
+
+    side_redis.start_and_wait()
+    first = side_redis.pids()[0]
+    assert not side_redis.needs_start()  # the pinned version: left alone
+    monkeypatch.setattr(versions, "native_pins", lambda: {"redis": "9.9.9", "rabbitmq": "4.0.5", "kafka": "4.3.1"})
+    assert side_redis.needs_start()  # another version: stopped, to be started from the current root
+    assert not pid_alive(first)
+    assert "Redis 8.0.2 is running, the course pins 9.9.9: restarting it" in capsys.readouterr().out

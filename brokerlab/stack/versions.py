@@ -28,16 +28,22 @@ def compose_pins(path: Path = COMPOSE_FILE) -> dict[str, str]:
 
 def running_versions(ep: Endpoints | None = None) -> dict[str, str]:
     """Ask the running brokers: Redis INFO, RabbitMQ's management overview, the Kafka broker's own jar."""
+    ep = ep or current()
+    return {broker: running_version(broker, ep) for broker in ("redis", "rabbitmq", "kafka")}
+
+
+def running_version(broker: str, ep: Endpoints) -> str:
     from ..clients import rabbit_api, redis_client
 
-    ep = ep or current()
-    client = redis_client(ep=ep)
-    try:
-        redis_version = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    return {"redis": redis_version, "rabbitmq": rabbit_api("overview", ep=ep)["rabbitmq_version"],
-            "kafka": kafka_version(ep)}
+    if broker == "redis":
+        client = redis_client(ep=ep)
+        try:
+            return client.info("server")["redis_version"]
+        finally:
+            client.close()
+    if broker == "rabbitmq":
+        return rabbit_api("overview", ep=ep)["rabbitmq_version"]
+    return kafka_version(ep)
 
 
 def kafka_version(ep: Endpoints) -> str:
