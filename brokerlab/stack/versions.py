@@ -13,6 +13,17 @@ IMAGES = {"redis": r"redis:(\d+\.\d+\.\d+)", "rabbitmq": r"rabbitmq:(\d+\.\d+\.\
           "kafka": r"apache/kafka:(\d+\.\d+\.\d+)"}
 
 
+def compose_images(path: Path = COMPOSE_FILE) -> dict[str, str]:
+    """{'redis': 'redis:8.0.2', ...}: the images docker-compose.yml runs (scratch containers use the same)."""
+    text = path.read_text()
+    images = {}
+    for broker, pattern in IMAGES.items():
+        match = re.search(r"^\s*image:\s*(" + pattern + r")\s", text, re.M)
+        if match:
+            images[broker] = match.group(1)
+    return images
+
+
 def native_pins() -> dict[str, str]:
     return {**debroot.pinned_versions(), "kafka": kafka_dist.KAFKA_VERSION}
 
