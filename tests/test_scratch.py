@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 
 import pytest
@@ -68,3 +69,28 @@ def test_scratch_rabbitmq_with_a_memory_limit_and_its_own_tools():
     for name in ("amqp", "rabbitmq_management", "erlang_dist", "epmd"):
         assert not port_in_use("127.0.0.1", ports[name]), f"{name} port {ports[name]} still open"
     assert leftovers() == []
+
+
+def test_in_docker_mode_scratch_servers_are_containers_of_the_compose_images(monkeypatch):
+    """No Docker engine here: check the containers docker mode would start (same image tags as compose)."""
+    from brokerlab.stack import scratch
+    from brokerlab.stack.versions import compose_images
+
+    monkeypatch.setenv("BROKERLAB_STACK", "docker")
+    assert scratch.scratch_mode() == "docker"
+    redis = scratch.DockerScratchRedis({"appendonly": "yes", "maxmemory_policy": "allkeys-lru"})
+    argv = redis.run_argv()
+    assert compose_images()["redis"] in argv and f"127.0.0.1:{redis.port}:6379" in argv
+    assert argv[argv.index("redis-server"):] == ["redis-server", "--appendonly", "yes",
+                                                 "--maxmemory-policy", "allkeys-lru"]
+    assert redis.url == f"redis://127.0.0.1:{redis.port}/0"
+    rabbit = scratch.DockerScratchRabbitMQ({"vm_memory_high_watermark.absolute": "200MiB"})
+    try:
+        argv = rabbit.run_argv()
+        assert argv[-1] == compose_images()["rabbitmq"]
+        assert f"127.0.0.1:{rabbit.ep.ports['amqp']}:5672" in argv
+        assert "vm_memory_high_watermark.absolute = 200MiB" in rabbit.conf_file.read_text()
+    finally:
+        shutil.rmtree(rabbit.dir, ignore_errors=True)  # nothing was started
+    monkeypatch.setenv("BROKERLAB_STACK", "native")
+    assert scratch.scratch_mode() == "native"

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..endpoints import BROKER_NAMES, Endpoints
 from ..errors import BrokerUnavailable, StackError
 from . import debroot, kafka_dist
-from .procs import pid_alive, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
+from .procs import pid_alive, pids_naming, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
 
 START_DEADLINE = {"redis": 15.0, "rabbitmq": 90.0, "kafka": 90.0}
 
@@ -62,11 +62,34 @@ class NativeService:
     def needs_start(self) -> bool:
         """False when already healthy.  Clears what a killed or frozen earlier run left behind."""
         if self.healthy():
-            return False
-        if self.pids():  # ours, but not answering: left over from a killed run, or frozen
+            stale = self.stale_version()
+            if not stale:
+                return False
+            print(f"  {BROKER_NAMES[self.name]} {stale} is running, the course pins "
+                  f"{self.pinned_version()}: restarting it", flush=True)
+            self.stop()
+        elif self.pids():  # ours, but not answering: left over from a killed run, or frozen
             self.stop()
         self.check_ports_free()
         return True
+
+    def pinned_version(self) -> str:
+        from .versions import native_pins
+
+        return native_pins()[self.name]
+
+    def stale_version(self) -> str | None:
+        """The running version when this stack's own server runs another version than the pins (e.g. a stack
+        started before the pins changed); None when it matches, or is not ours, or runs from the host on purpose."""
+        if not self.pids() or (self.name != "kafka" and debroot.source() == "host"):
+            return None
+        from .versions import running_version
+
+        try:
+            running = running_version(self.name, self.ep)
+        except Exception:  # it stopped answering meanwhile: the normal path handles it
+            return None
+        return running if running not in ("unknown", self.pinned_version()) else None
 
     def start_and_wait(self) -> float:
         """Start the server and wait until its health check answers; returns the seconds it took."""
@@ -138,10 +161,15 @@ class NativeService:
         raise NotImplementedError
 
     def stop(self) -> None:
-        for pid in self.pids():
+        # The pid file's server, then anything else started for this service's folder: a launcher
+        # (bwrap, the start script) or a server whose `stack up` was killed before its pid file existed.
+        for pid in self.pids() + self.strays():
             if not stop_pid(pid):
                 raise StackError(f"could not stop {BROKER_NAMES[self.name]} (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
+
+    def strays(self) -> list[int]:
+        return [pid for pid in pids_naming(f"{self.dir}/") if pid not in self.pids()]
 
 
 def apt_install(*packages: str) -> None:

@@ -106,6 +106,19 @@ def port_owner(port: int) -> tuple[int, str] | None:
     return None
 
 
+def pids_naming(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (e.g. a stack folder: launchers, servers, wrappers)."""
+    needle, found = text.encode(), []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if needle in (proc / "cmdline").read_bytes() and pid_alive(int(proc.name)):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
 def rss_bytes(pid: int) -> int:
     """Resident memory of one process."""
     try:

@@ -14,6 +14,9 @@ after an exception or a kill inside the block) and deletes the data folder.
         server.restart()       # same port, same data folder
         assert server.client().get("k") == "v"
 
+In docker mode the same calls start a container from docker-compose.yml's image instead
+(DockerScratchRedis / DockerScratchRabbitMQ, same API).
+
 A cluster is several nodes built the same way (`ScratchRabbitMQ(..., shared=...)`
 takes the epmd port and cookie home of the first node), so a later lesson can
 start three nodes with one more context manager.
@@ -36,7 +39,8 @@ from .native import RabbitMQService, RedisService
 from .paths import home
 from .procs import pid_alive, port_in_use, wait_gone
 
-__all__ = ["scratch_redis", "scratch_rabbitmq", "ScratchRedis", "ScratchRabbitMQ", "free_ports"]
+__all__ = ["scratch_redis", "scratch_rabbitmq", "ScratchRedis", "ScratchRabbitMQ", "DockerScratchRedis",
+           "DockerScratchRabbitMQ", "free_ports"]
 
 
 def scratch_root() -> Path:
@@ -216,11 +220,158 @@ class ScratchRabbitMQ(_Scratch):
         return self.service.ctl(tool, *args, timeout=timeout)
 
 
+class _DockerScratch:
+    """The same API in docker mode: a container from docker-compose.yml's image, on a free 127.0.0.1 port.
+
+    `pid` is the container's main process as Docker reports it (a host pid on Linux; inside Docker
+    Desktop's VM on macOS/Windows, so use kill() there).  restart() starts the same container again:
+    its data (Redis's /data, RabbitMQ's mnesia) is still there.
+    """
+
+    broker = ""
+    port_names: tuple[str, ...] = ()
+    START_DEADLINE = 90.0
+
+    def __init__(self, label: str):
+        from .versions import compose_images
+
+        self.dir = scratch_root() / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.name = f"brokerlab-scratch-{self.dir.name}"
+        self.image = compose_images()[self.broker]
+        self._created = False
+
+    @property
+    def ep(self) -> Endpoints:
+        return self._ep
+
+    def docker(self, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess":
+        import subprocess
+
+        try:
+            return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"`docker {' '.join(args[:2])}` did not answer within {timeout:.0f} s") from None
+
+    def run_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        result = self.docker("inspect", "-f", "{{.State.Pid}}", self.name, timeout=30)
+        pid = int(result.stdout.strip() or 0) if result.returncode == 0 else 0
+        return pid or None
+
+    def start(self) -> float:
+        from ..health import PROBES
+        from ..errors import BrokerUnavailable
+
+        started = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        result = self.docker("start", self.name) if self._created else self.docker(*self.run_argv()[1:])
+        if result.returncode != 0:
+            raise StackError(f"could not start scratch {self.broker} container: {result.stderr.strip()[-800:]}")
+        self._created = True
+        last = "no answer yet"
+        while time.monotonic() - started < self.START_DEADLINE:
+            try:
+                PROBES[self.broker](self.ep)
+                return time.monotonic() - started
+            except BrokerUnavailable as exc:
+                last = exc.reason
+            time.sleep(0.25)
+        raise StackError(f"scratch {self.broker} container {self.name} not healthy within "
+                         f"{self.START_DEADLINE:.0f} s ({last}); `docker logs {self.name}` says why")
+
+    restart = start
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> int | None:
+        pid = self.pid
+        result = self.docker("kill", f"--signal={signal.Signals(sig).name}", self.name, timeout=30)
+        if result.returncode != 0:
+            raise StackError(f"scratch {self.broker} is not running: {result.stderr.strip()}")
+        deadline = time.monotonic() + timeout
+        while self.pid:
+            if time.monotonic() > deadline:
+                raise StackError(f"scratch {self.broker} still runs {timeout:.0f} s after signal {sig}")
+            time.sleep(0.1)
+        return pid
+
+    def stop(self) -> None:
+        self.docker("stop", "--time", "20", self.name, timeout=60)
+
+    def close(self) -> None:
+        try:
+            self.docker("rm", "--force", "--volumes", self.name, timeout=60)
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DockerScratchRedis(_DockerScratch):
+    broker = "redis"
+
+    def __init__(self, config: dict[str, object] | None = None, persistent: bool | None = None):
+        super().__init__("redis")
+        self.config = {str(k).replace("_", "-"): v for k, v in (config or {}).items()}
+        (port,) = free_ports(1)
+        self._ep = _endpoints({"redis": port})
+        wants_disk = any(k in self.config for k in ("appendonly", "save"))
+        self.persistent = wants_disk if persistent is None else persistent
+
+    def run_argv(self) -> list[str]:
+        persistence = [] if self.persistent else ["--save", "", "--appendonly", "no"]
+        settings = [a for k, v in self.config.items() for a in (f"--{k}", str(v))]
+        return ["docker", "run", "--detach", "--name", self.name, "--label", "brokerlab.scratch=1",
+                "--publish", f"127.0.0.1:{self.port}:6379", self.image, "redis-server", *persistence, *settings]
+
+    port = ScratchRedis.port
+    url = ScratchRedis.url
+    client = ScratchRedis.client
+    data_dir = None  # inside the container (/data)
+
+
+class DockerScratchRabbitMQ(_DockerScratch):
+    broker = "rabbitmq"
+
+    def __init__(self, config: dict[str, object] | None = None):
+        super().__init__("rabbitmq")
+        self.config = dict(config or {})
+        amqp, management = free_ports(2)
+        self._ep = _endpoints({"amqp": amqp, "rabbitmq_management": management})
+        self.conf_file = self.dir / "90-scratch.conf"
+
+    def run_argv(self) -> list[str]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf_file.write_text("collect_statistics_interval = 1000\n"
+                                  + "".join(f"{k} = {v}\n" for k, v in self.config.items()))
+        return ["docker", "run", "--detach", "--name", self.name, "--label", "brokerlab.scratch=1",
+                "--hostname", "scratch", "--publish", f"127.0.0.1:{self.ep.ports['amqp']}:5672",
+                "--publish", f"127.0.0.1:{self.ep.ports['rabbitmq_management']}:15672",
+                "--volume", f"{self.conf_file}:/etc/rabbitmq/conf.d/90-scratch.conf:ro", self.image]
+
+    nodename = "rabbit@scratch"
+    amqp_url = ScratchRabbitMQ.amqp_url
+    api = ScratchRabbitMQ.api
+    connection = ScratchRabbitMQ.connection
+    api_get = ScratchRabbitMQ.api_get
+
+    def ctl(self, tool: str, *args: str, timeout: float = 60):
+        return self.docker("exec", self.name, tool, *args, timeout=timeout)
+
+
+def scratch_mode() -> str:
+    """'docker' when the course stack runs in docker compose (or BROKERLAB_STACK=docker), else 'native'."""
+    from . import choose_mode
+    from ..endpoints import current
+
+    return choose_mode(current())[0]
+
+
 @contextmanager
 def scratch_redis(config: dict[str, object] | None = None, *, persistent: bool | None = None,
                   **redis_config) -> Iterator[ScratchRedis]:
     """Start a private Redis (settings as keyword arguments, `_` for `-`); always stopped and deleted on exit."""
-    server = ScratchRedis({**(config or {}), **redis_config}, persistent=persistent)
+    kind = DockerScratchRedis if scratch_mode() == "docker" else ScratchRedis
+    server = kind({**(config or {}), **redis_config}, persistent=persistent)
     try:
         server.start()
         yield server
@@ -232,7 +383,7 @@ def scratch_redis(config: dict[str, object] | None = None, *, persistent: bool |
 def scratch_rabbitmq(config: dict[str, object] | None = None) -> Iterator[ScratchRabbitMQ]:
     """Start a private RabbitMQ node (about 5-10 s); always stopped (epmd included) and deleted on exit."""
     with ExitStack() as stack:
-        node = ScratchRabbitMQ(config)
+        node = (DockerScratchRabbitMQ if scratch_mode() == "docker" else ScratchRabbitMQ)(config)
         stack.callback(node.close)
         node.start()
         yield node
