@@ -19,7 +19,7 @@ def ack(r, queue, worker, task):
 
 def _dead_lists(r, queue, live_workers):
     prefix = rq.processing_key(queue, "")
-    return [k for k in r.scan_iter(match=prefix + "*") if k[len(prefix):] not in live_workers]
+    return [k for k in r.scan_iter(match=prefix + "*", count=1000) if k[len(prefix):] not in live_workers]
 
 
 def make_reap(side="front", max_override=None, stop_after_first=False, peek_end=-1):
