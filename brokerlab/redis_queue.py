@@ -9,6 +9,10 @@ Key layout for a queue named Q (Q itself is named per run):
     Q:done             hash task -> how many times it was completed (2 means done twice)
     Q:by_worker        hash worker -> how many tasks it completed
 
+Every key derives from the queue's name, so in Redis Cluster a queue named with a hash tag,
+"{orders}", keeps all of them in one slot, which BLMOVE/LMOVE between the queue and a processing
+list require (without a tag: CROSSSLOT; notebook 01's Cluster section shows both).
+
 Workers open their own client, so the same function runs in a thread or in a
 separate process (a process is what a notebook kills to simulate a crash).
 Every loop is bounded by a deadline and a count; `until` lets a thread worker

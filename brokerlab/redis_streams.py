@@ -41,24 +41,43 @@ def create_group(r, stream: str, group: str, start: str = "0") -> None:
 
 def group_consumer(stream: str, group: str, consumer: str, seconds: float = 10.0, max_entries: int | None = None,
                    work_seconds: float = 0.0, stop_when_idle: bool = True,
-                   until: Callable[[], bool] | None = None) -> int:
-    """XREADGROUP new entries one at a time, 'work', record, XACK. Returns how many it completed.
+                   until: Callable[[], bool] | None = None, recover_pending: bool = True) -> int:
+    """The reference consumer: its own pending entries first, then new ones; each one 'worked',
+    recorded, XACKed. Returns how many entries it completed.
 
-    Between XREADGROUP and XACK the entry sits in the group's pending entries list
-    under this consumer's name: kill the process there and Redis still remembers it."""
+    A consumer that restarts under the same name first reads its own history (XREADGROUP with id 0,
+    then after the last id it saw) until that is empty, and only then reads `>` (entries never
+    delivered to the group), as the XREADGROUP documentation describes. Between XREADGROUP and
+    XACK the entry sits in the group's pending entries list under this consumer's name: kill the
+    process there and Redis still remembers it for the restart (or for XAUTOCLAIM by a peer).
+
+    recover_pending=False reads only `>`: the anti-pattern notebook 02 reproduces (a restarted
+    consumer never sees what it held when it died)."""
     r = redis_client()
     deadline = time.monotonic() + seconds
     completed = 0
+    cursor = "0" if recover_pending else ">"  # "0": my pending entries from the start; ">": new entries
     try:
         while time.monotonic() < deadline and (max_entries is None or completed < max_entries):
             if until is not None and not until():
                 break
-            reply = r.xreadgroup(group, consumer, {stream: ">"}, count=1, block=BLOCK_MS)
-            if not reply:
+            # BLOCK only applies to ">": a read of one's own history answers at once
+            reply = r.xreadgroup(group, consumer, {stream: cursor}, count=1,
+                                 block=BLOCK_MS if cursor == ">" else None)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                if cursor != ">":
+                    cursor = ">"  # my history is empty: from now on, new entries
+                    continue
                 if stop_when_idle:
                     break
                 continue
-            entry_id, _fields = reply[0][1][0]
+            entry_id, fields = entries[0]
+            if cursor != ">":
+                cursor = entry_id  # the next history read starts after this entry
+            if not fields:  # pending, but the entry was deleted (trimmed) meanwhile: nothing left to do
+                r.xack(stream, group, entry_id)
+                continue
             time.sleep(max(0.0, min(work_seconds, deadline - time.monotonic())))
             r.hincrby(done_key(stream, group), entry_id, 1)
             r.hincrby(by_consumer_key(stream, group), consumer, 1)
@@ -105,3 +124,43 @@ def autoclaim_all(r, stream: str, group: str, consumer: str, min_idle_ms: int, m
 def delete_stream(r, stream: str) -> int:
     keys = [stream, *r.scan_iter(match=f"{stream}:*", count=200)]
     return r.delete(*keys) if keys else 0
+
+
+# --- what Redis 8.2 / 8.4 / 8.6 add to streams ----------------------------------------------------------
+
+NEWER_STREAM_COMMANDS = {
+    # name: (the release that adds it (Redis Open Source release notes), the command it probes with)
+    "XACKDEL (XACK + delete in one command)": ((8, 2), lambda s, e: ("XACKDEL", s, "g", "IDS", 1, e)),
+    "XDELEX (delete, with KEEPREF / DELREF / ACKED)": ((8, 2), lambda s, e: ("XDELEX", s, "ACKED", "IDS", 1, e)),
+    "XADD ... ACKED (trim only entries every group acked)": ((8, 2), lambda s, e: ("XADD", s, "ACKED", "MAXLEN",
+                                                                                   "=", 1, "*", "f", "v")),
+    "XREADGROUP ... CLAIM (idle pending + new in one read)": ((8, 4), lambda s, e: ("XREADGROUP", "GROUP", "g", "c",
+                                                                                    "CLAIM", 0, "STREAMS", s, ">")),
+    "XADD ... IDMP (idempotent produce)": ((8, 6), lambda s, e: ("XADD", s, "IDMP", "producer-1", "msg-1", "*",
+                                                                 "f", "v")),
+}
+
+
+def server_version(r) -> tuple[int, int]:
+    major, minor, *_ = r.info("server")["redis_version"].split(".")
+    return int(major), int(minor)
+
+
+def probe_newer_commands(r, stream: str) -> dict[str, dict]:
+    """Send each command of NEWER_STREAM_COMMANDS to this Redis, on a throw-away stream (deleted after),
+    and record whether Redis accepted it: {name: {"since": (8, 2), "accepted": bool, "reply": reply or error}}."""
+    import redis
+
+    results = {}
+    try:
+        create_group(r, stream, "g", start="0")
+        entry = r.xadd(stream, {"f": "v"})
+        for name, (since, command) in NEWER_STREAM_COMMANDS.items():
+            try:
+                reply, accepted = r.execute_command(*command(stream, entry)), True
+            except redis.exceptions.ResponseError as exc:
+                reply, accepted = str(exc).split(",")[0], False
+            results[name] = {"since": since, "accepted": accepted, "reply": reply}
+    finally:
+        r.delete(stream)
+    return results
