@@ -185,9 +185,18 @@ def apt_install(*packages: str) -> None:
     print(f"  installing {' '.join(packages)} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        deadline = time.monotonic() + 300
+        while True:
+            result = subprocess.run([*command[:1], "-o", "DPkg::Lock::Timeout=120", *command[1:]],
+                                    capture_output=True, text=True, env=env, timeout=900)
+            busy = "Could not get lock" in result.stderr  # another apt-get runs: wait for it, within bounds
+            if result.returncode == 0 or not busy or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if result.returncode != 0:
-            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}")
+            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}"
+                             + ("\n  Another apt-get held the lock for 5 minutes; run the command again when it is done."
+                                if busy else ""))
     # On a machine with systemd the packages start system-wide services on the default ports;
     # the course runs its own, so stop and disable those we just installed.
     if shutil.which("systemctl") and Path("/run/systemd/system").exists():
