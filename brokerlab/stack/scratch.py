@@ -26,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
@@ -255,9 +256,7 @@ class _DockerScratch:
     def ep(self) -> Endpoints:
         return self._ep
 
-    def docker(self, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess":
-        import subprocess
-
+    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -273,8 +272,8 @@ class _DockerScratch:
         return pid or None
 
     def start(self) -> float:
-        from ..health import PROBES
         from ..errors import BrokerUnavailable
+        from ..health import PROBES
 
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -439,18 +438,3 @@ def leftovers() -> list[str]:
             if pid_alive(pid):
                 found.append(f"{folder.name}: pid {pid}")
     return found
-
-
-def clear_leftovers() -> None:
-    """Stop servers and delete folders a killed kernel left in .brokerlab/scratch."""
-    for folder in scratch_root().glob("*"):
-        for pid_file in folder.glob("*.pid"):
-            try:
-                pid = int(pid_file.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-                wait_gone(pid, 5)
-        shutil.rmtree(folder, ignore_errors=True)
-    time.sleep(0)
