@@ -45,7 +45,9 @@ def test_the_stack_runs_from_a_complete_root_with_the_pinned_versions():
     root = debroot.root_path()
     assert debroot.is_complete(root), f"{root} has no completion marker for the current pins"
     installed = debroot.installed_versions(root)
-    assert {p: installed.get(p) for p in debroot.ROOT_PINS} == debroot.ROOT_PINS
+    upstream = {p: debroot.upstream_version(v) for p, v in debroot.ROOT_PINS.items()}
+    assert {p: debroot.upstream_version(installed.get(p, "missing")) for p in debroot.ROOT_PINS} == upstream
+    print(f"root packages: {installed and {p: installed.get(p) for p in debroot.ROOT_PINS}}")
     assert debroot.pinned_versions() == {"redis": "8.0.2", "rabbitmq": "4.0.5"}
     print(f"root {root.name}: {debroot.disk_usage(root) / 2**20:.0f} MiB on disk")
 
@@ -165,3 +167,32 @@ def test_the_host_fallback_prints_the_versions_it_found(monkeypatch, capsys):
     monkeypatch.setenv("BROKERLAB_NATIVE_BROKERS", "sideways")
     with pytest.raises(StackError, match="root or host"):
         debroot.source()
+
+
+def test_a_full_disk_half_way_through_the_build_is_reported_and_cleaned_up(tmp_path):
+    """debootstrap on a 150 MB filesystem (the root needs ~390 MB) (a tmpfs in a private mount namespace, gone with the test's process)."""
+    real_debs = Path(__file__).resolve().parents[1] / ".brokerlab" / "roots" / "debs"
+    script = (
+        "import sys\n"
+        "from brokerlab.errors import StackError\n"
+        "from brokerlab.stack import debroot\n"
+        "try:\n"
+        "    debroot.build(debroot.root_path(), quiet=True)\n"
+        "except StackError as exc:\n"
+        "    print(exc)\n"
+        "    partial = list((debroot.roots_dir()).glob('*.partial'))\n"
+        "    print('PARTIAL-LEFT' if partial or debroot.root_path().exists() else 'CLEAN')\n"
+        "    sys.exit(3)\n"
+    )
+    small = tmp_path / "small"
+    small.mkdir()
+    link = f"ln -s {real_debs} {small}/roots/debs && " if any(real_debs.glob("*.deb")) else ""
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         f"mount -t tmpfs -o size=150m tmpfs {small} && mkdir {small}/roots && {link}"
+         f"exec {sys.executable} -c \"$0\"", script],
+        env={**os.environ, "BROKERLAB_HOME": str(small)}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "debootstrap exit" in result.stdout and "disk space" in result.stdout
+    assert result.stdout.strip().endswith("CLEAN")
+    assert not mounts_under(tmp_path)  # the tmpfs lived in the subprocess's namespace only

@@ -94,3 +94,17 @@ def test_in_docker_mode_scratch_servers_are_containers_of_the_compose_images(mon
         shutil.rmtree(rabbit.dir, ignore_errors=True)  # nothing was started
     monkeypatch.setenv("BROKERLAB_STACK", "native")
     assert scratch.scratch_mode() == "native"
+
+
+def test_a_scratch_rabbitmq_cluster_forms_and_goes_away():
+    from brokerlab.stack.scratch import scratch_rabbitmq_cluster
+
+    with scratch_rabbitmq_cluster(nodes=2) as (first, second):
+        running = wait_for(lambda: {n["name"] for n in first.api_get("nodes") if n.get("running")}
+                           == {first.nodename, second.nodename}, 30, "both nodes running in one cluster")
+        assert running
+        pids = [first.pid, second.pid]
+        epmd = first.ep.ports["epmd"]
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not port_in_use("127.0.0.1", epmd)
+    assert leftovers() == []

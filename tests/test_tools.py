@@ -61,6 +61,7 @@ def test_kafka_topics_console_producer_consumer_and_groups(topic):
     assert topic in described and group in described
     # the broker's finalized metadata.version is its release line: 4.3
     assert "FinalizedVersionLevel: 4.3-" in tool("kafka-features", "describe").stdout
+    assert "LeaderId:" in tool("kafka-metadata-quorum", "describe", "--status").stdout  # KRaft, no ZooKeeper
 
 
 def test_kafka_perf_tests_run_from_the_pinned_jars(topic):

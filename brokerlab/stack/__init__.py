@@ -131,9 +131,13 @@ def down(ep: Endpoints | None = None) -> None:
 def reset(ep: Endpoints | None = None) -> None:
     """down, then delete the stack's data and logs (the Kafka jar cache stays)."""
     ep = ep or current()
+    from .scratch import leftovers, scratch_root
+
     down(ep)
     shutil.rmtree(stack_dir(ep.offset), ignore_errors=True)
     print(f"Deleted {stack_dir(ep.offset)}")
+    if not leftovers():  # folders of scratch servers whose notebook was killed (none is running)
+        shutil.rmtree(scratch_root(), ignore_errors=True)
 
 
 def status(ep: Endpoints | None = None) -> dict:

@@ -42,7 +42,9 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The packages the root is built for, at the exact Debian versions the course was tested
 # with (the mirror's trixie at the time).  redis-server and rabbitmq-server are what the
 # course runs; erlang-base is the VM RabbitMQ runs on.  docker-compose.yml pins the same
-# upstream versions (tests/test_versions.py keeps them in step).
+# upstream versions (tests/test_versions.py keeps them in step).  A build checks the
+# upstream versions strictly and accepts a newer Debian revision of them (stable security
+# updates keep the upstream version), naming it.
 ROOT_PINS = {
     "redis-server": "5:8.0.2-3+deb13u2",
     "redis-tools": "5:8.0.2-3+deb13u2",
@@ -234,7 +236,14 @@ def build(root: Path, quiet: bool = False) -> None:
                          "  The half-built root was deleted; fix the cause (network, disk space) and run "
                          "`python -m brokerlab stack up` again.\n" + way_out())
     installed = installed_versions(staging)
-    wrong = {p: installed.get(p, "missing") for p, v in ROOT_PINS.items() if installed.get(p) != v}
+    # The upstream version must match the pin (it is what the brokers report and compose pins); a newer
+    # Debian revision of it (a stable security update, e.g. +deb13u3) is accepted and named.
+    wrong = {p: installed.get(p, "missing") for p, v in ROOT_PINS.items()
+             if upstream_version(installed.get(p, "missing")) != upstream_version(v)}
+    revised = {p: installed[p] for p, v in ROOT_PINS.items() if p not in wrong and installed[p] != v}
+    if revised and not quiet:
+        print("  note: Debian has updated " + ", ".join(f"{p} {ROOT_PINS[p]} -> {v}" for p, v in revised.items())
+              + " (same upstream version; record it in ROOT_PINS)", flush=True)
     if wrong:
         shutil.rmtree(staging, ignore_errors=True)
         raise StackError(
@@ -242,6 +251,8 @@ def build(root: Path, quiet: bool = False) -> None:
             + ", ".join(f"{p} {v} (pinned {ROOT_PINS[p]})" for p, v in wrong.items())
             + ".\n  Update ROOT_PINS in brokerlab/stack/debroot.py and the image tags in docker-compose.yml "
               "together (tests/test_versions.py checks both), or:\n" + way_out())
+    (staging / "brokerlab-root-versions.json").write_text(
+        json.dumps({p: installed.get(p) for p in ROOT_PINS}, indent=1, sort_keys=True) + "\n")
     (staging / MARKER).write_text(marker_content())  # last: only now is the root complete
     staging.rename(root)
     if not quiet:

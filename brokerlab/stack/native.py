@@ -185,9 +185,18 @@ def apt_install(*packages: str) -> None:
     print(f"  installing {' '.join(packages)} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        deadline = time.monotonic() + 300
+        while True:
+            result = subprocess.run([*command[:1], "-o", "DPkg::Lock::Timeout=120", *command[1:]],
+                                    capture_output=True, text=True, env=env, timeout=900)
+            busy = "Could not get lock" in result.stderr  # another apt-get runs: wait for it, within bounds
+            if result.returncode == 0 or not busy or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if result.returncode != 0:
-            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}")
+            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}"
+                             + ("\n  Another apt-get held the lock for 5 minutes; run the command again when it is done."
+                                if busy else ""))
     # On a machine with systemd the packages start system-wide services on the default ports;
     # the course runs its own, so stop and disable those we just installed.
     if shutil.which("systemctl") and Path("/run/systemd/system").exists():
@@ -297,6 +306,7 @@ class RabbitMQService(NativeService):
 
     def start(self) -> None:
         d = self.dir
+        self.reset_data_of_another_version()
         for sub in ("mnesia", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         self.home_dir.mkdir(parents=True, exist_ok=True)
@@ -314,6 +324,28 @@ class RabbitMQService(NativeService):
                 raise StackError(f"could not enable the management plugin:\n{result.stdout}{result.stderr}")
         self.launch = spawn_detached(self.rt.wrap([str(self.sbin / "rabbitmq-server")], self.die_with_launcher),
                                      d / "log" / "server.stdout", env=self.env())
+
+    def reset_data_of_another_version(self) -> None:
+        """RabbitMQ cannot start on a data folder of another release line (3.10's schema under 4.0 fails
+        with schema_integrity_check_failed, and the reverse too).  The course's queues are throw-away, so a
+        data folder written by another RabbitMQ is deleted; the version that wrote it is kept beside it."""
+        stamp = self.dir / "data-version"
+        if self.rt.kind == "root":
+            wanted = f"rabbitmq-server {debroot.ROOT_PINS['rabbitmq-server']} (Debian 13 root)"
+        else:
+            wanted = f"rabbitmq-server {debroot.host_versions().get('rabbitmq')} (host)"
+        mnesia = self.dir / "mnesia"
+        try:
+            found = stamp.read_text().strip()
+        except OSError:
+            found = "an unrecorded version"
+        if found != wanted and mnesia.exists():
+            print(f"  RabbitMQ: deleting {mnesia} (written by {found}; now {wanted})", flush=True)
+            shutil.rmtree(mnesia)
+            # the plugins file of another version may name plugins this one lacks
+            (self.dir / "enabled_plugins").unlink(missing_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(wanted + "\n")
 
     def starting(self) -> bool:
         return self.launch is not None and self.launch.poll() is None

@@ -18,8 +18,7 @@ In docker mode the same calls start a container from docker-compose.yml's image 
 (DockerScratchRedis / DockerScratchRabbitMQ, same API).
 
 A cluster is several nodes built the same way (`ScratchRabbitMQ(..., shared=...)`
-takes the epmd port and cookie home of the first node), so a later lesson can
-start three nodes with one more context manager.
+takes the epmd port and cookie home of the first node): `scratch_rabbitmq_cluster(3)`.
 """
 from __future__ import annotations
 
@@ -27,6 +26,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
@@ -39,7 +39,7 @@ from .native import RabbitMQService, RedisService
 from .paths import home
 from .procs import pid_alive, port_in_use, wait_gone
 
-__all__ = ["scratch_redis", "scratch_rabbitmq", "ScratchRedis", "ScratchRabbitMQ", "DockerScratchRedis",
+__all__ = ["scratch_redis", "scratch_rabbitmq", "scratch_rabbitmq_cluster", "ScratchRedis", "ScratchRabbitMQ", "DockerScratchRedis",
            "DockerScratchRabbitMQ", "free_ports"]
 
 
@@ -47,19 +47,31 @@ def scratch_root() -> Path:
     return home() / "scratch"
 
 
+# Scratch ports come from below the kernel's ephemeral range (32768+), where no outgoing connection
+# can take one between choosing it and the server binding it, and outside every course port set
+# (base ports + offsets up to ~3000).
+SCRATCH_PORT_RANGES = (range(20000, 25000), range(29000, 32000))
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports on 127.0.0.1 that nothing listens on right now (the kernel picks)."""
-    sockets, ports = [], []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((HOST, 0))
-            sockets.append(sock)
-            ports.append(sock.getsockname()[1])
-    finally:
-        for sock in sockets:
-            sock.close()
-    return ports
+    """`count` distinct free TCP ports on 127.0.0.1, picked at random from SCRATCH_PORT_RANGES."""
+    import random
+
+    candidates = [port for r in SCRATCH_PORT_RANGES for port in r]
+    chosen: list[int] = []
+    for port in random.sample(candidates, 200):
+        if len(chosen) == count:
+            break
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        if not port_in_use(HOST, port):
+            chosen.append(port)
+    if len(chosen) < count:
+        raise StackError(f"no {count} free ports found on {HOST} for a scratch server")
+    return chosen
 
 
 def _endpoints(ports: dict[str, int]) -> Endpoints:
@@ -244,9 +256,7 @@ class _DockerScratch:
     def ep(self) -> Endpoints:
         return self._ep
 
-    def docker(self, *args: str, timeout: float = 120) -> "subprocess.CompletedProcess":
-        import subprocess
-
+    def docker(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         try:
             return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -262,8 +272,8 @@ class _DockerScratch:
         return pid or None
 
     def start(self) -> float:
-        from ..health import PROBES
         from ..errors import BrokerUnavailable
+        from ..health import PROBES
 
         started = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -389,6 +399,33 @@ def scratch_rabbitmq(config: dict[str, object] | None = None) -> Iterator[Scratc
         yield node
 
 
+@contextmanager
+def scratch_rabbitmq_cluster(nodes: int = 3, config: dict[str, object] | None = None) -> Iterator[list[ScratchRabbitMQ]]:
+    """Start `nodes` private RabbitMQ nodes clustered together (native only); all stopped on exit.
+
+    The nodes share one epmd and one Erlang cookie; each after the first joins the first
+    (`rabbitmqctl stop_app; join_cluster; start_app`).  About 5-10 s per node.
+    """
+    if scratch_mode() == "docker":
+        raise StackError("scratch_rabbitmq_cluster runs natively only (no compose cluster yet)")
+    with ExitStack() as stack:
+        first = ScratchRabbitMQ(config)
+        stack.callback(first.close)  # closed last: it owns the shared epmd
+        first.start()
+        members = [first]
+        for _ in range(nodes - 1):
+            node = ScratchRabbitMQ(config, shared=first)
+            stack.callback(node.close)
+            node.start()
+            for args in (["stop_app"], ["join_cluster", first.nodename], ["start_app"]):
+                result = node.ctl("rabbitmqctl", *args, timeout=120)
+                if result.returncode != 0:
+                    raise StackError(f"{node.nodename}: rabbitmqctl {' '.join(args)} failed:\n"
+                                     f"{result.stdout}{result.stderr}")
+            members.append(node)
+        yield members
+
+
 def leftovers() -> list[str]:
     """Scratch folders whose server still runs (a test asserts there are none)."""
     found = []
@@ -401,18 +438,3 @@ def leftovers() -> list[str]:
             if pid_alive(pid):
                 found.append(f"{folder.name}: pid {pid}")
     return found
-
-
-def clear_leftovers() -> None:
-    """Stop servers and delete folders a killed kernel left in .brokerlab/scratch."""
-    for folder in scratch_root().glob("*"):
-        for pid_file in folder.glob("*.pid"):
-            try:
-                pid = int(pid_file.read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-                wait_gone(pid, 5)
-        shutil.rmtree(folder, ignore_errors=True)
-    time.sleep(0)
