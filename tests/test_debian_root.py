@@ -196,3 +196,14 @@ def test_a_full_disk_half_way_through_the_build_is_reported_and_cleaned_up(tmp_p
     assert "debootstrap exit" in result.stdout and "disk space" in result.stdout
     assert result.stdout.strip().endswith("CLEAN")
     assert not mounts_under(tmp_path)  # the tmpfs lived in the subprocess's namespace only
+
+
+def test_the_root_comes_from_the_mirror_the_hosts_apt_uses(tmp_path):
+    (tmp_path / "sources.list").write_text("# deb http://old.example/debian bookworm main\n"
+                                           "deb [arch=amd64] http://mirror.example/debian-security bookworm-security main\n")
+    parts = tmp_path / "sources.list.d"
+    parts.mkdir()
+    (parts / "debian.sources").write_text("Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm\n")
+    assert debroot.host_debian_mirror((tmp_path / "sources.list", parts)) == "http://mirror.example/debian"
+    (parts / "debian.sources").unlink()
+    assert debroot.host_debian_mirror((tmp_path / "sources.list", parts)) is None

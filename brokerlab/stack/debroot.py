@@ -38,7 +38,7 @@ from ..errors import StackError
 from .paths import home
 
 SUITE = "trixie"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
 # The packages the root is built for, at the exact Debian versions the course was tested
 # with (the mirror's trixie at the time).  redis-server and rabbitmq-server are what the
 # course runs; erlang-base is the VM RabbitMQ runs on.  docker-compose.yml pins the same
@@ -197,8 +197,41 @@ def root_in_use(root: Path) -> bool:
     return False
 
 
+def host_debian_mirror(sources=APT_SOURCES) -> str | None:
+    """The Debian archive this machine's apt already uses (its main archive, not the security one):
+    the root comes from the same mirror as the host's own packages."""
+    files = []
+    for source in sources:
+        if source.is_dir():
+            files += sorted(source.glob("*.list")) + sorted(source.glob("*.sources"))
+        elif source.exists():
+            files.append(source)
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split("#", 1)[0].split()
+            if words[:1] == ["URIs:"]:
+                urls = words[1:]
+            elif words[:1] == ["deb"]:
+                urls = [w for w in words[1:] if "://" in w][:1]
+            else:
+                continue
+            for url in urls:
+                if url.rstrip("/").endswith("/debian"):
+                    return url.rstrip("/")
+    return None
+
+
 def mirror() -> str:
-    return os.environ.get("BROKERLAB_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    chosen = os.environ.get("BROKERLAB_DEBIAN_MIRROR") or host_debian_mirror()
+    if not chosen:
+        raise StackError("no Debian mirror found in this machine's apt sources to build the Debian 13 root from.\n"
+                         "  Set BROKERLAB_DEBIAN_MIRROR to a Debian archive URL (one ending in /debian), or use Docker, "
+                         "or BROKERLAB_NATIVE_BROKERS=host to run this machine's own packages.")
+    return chosen
 
 
 def build(root: Path, quiet: bool = False) -> None:
