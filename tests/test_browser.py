@@ -196,7 +196,9 @@ def learner_runs(jupyterlab):
             pages = {}
             for name in names:
                 page = browser.new_page(viewport=VIEWPORT)
-                page.goto(f"{base}/lab/tree/{name}?token={token}", timeout=60_000)
+                # one workspace per tab (reset): no tab reopens another tab's notebook
+                page.goto(f"{base}/lab/workspaces/browser-test-{len(pages)}/tree/{name}?token={token}&reset",
+                          timeout=60_000)
                 pages[name] = page
             for name, page in pages.items():
                 page.wait_for_function(KERNEL_READY, timeout=60_000, polling=250)
