@@ -236,7 +236,7 @@ def screenshot_views(page, name: str, cells: list[dict]) -> list[str]:
     return shots
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)  # a first run may install Chromium with apt; Run All itself is bounded to 3 min
 @pytest.mark.parametrize("name", chosen_notebooks())
 def test_a_learner_runs_all_and_sees_the_truth(learner_runs, name):
     run = learner_runs[name]
