@@ -1,7 +1,6 @@
 """OffsetsView: its model after a bounded watch loop while a real consumer commits."""
 
 import brokerlab as bl
-
 from brokerlab import kafka_tools as kt
 from brokerlab.clients import kafka_admin, kafka_consumer, kafka_producer
 from brokerlab.views.base import short_name
