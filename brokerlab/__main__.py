@@ -1,4 +1,4 @@
-"""Command line: python -m brokerlab {lab,test,setup,stack,exercises,site}.
+"""Command line: python -m brokerlab {lab,test,setup,stack,exercises}.
 
 Runs from a fresh clone with the system's python3: every command but `setup`
 re-runs itself inside the course environment (.venv), creating it if needed.
@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status", "logs", "reset"])
     stack.add_argument("broker", nargs="?", choices=["redis", "rabbitmq", "kafka"], help="(logs) one broker")
     stack.add_argument("-n", "--lines", type=int, default=40, help="(logs) lines per log")
+    exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
+    exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
+    # `site` (branch views): the executed course as static HTML pages
     site = sub.add_parser("site", help="execute every notebook (quick mode) and write a static HTML course site")
     site.add_argument("--out", default=None, help="output folder (default: build/site)")
     site.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time (default 2)")
-    exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
-    exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
     return parser
 
 
