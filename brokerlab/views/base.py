@@ -302,7 +302,7 @@ class LiveView:
         elif state == "live":
             status = f"<span style='color:#1a7f37'>● live</span> {clock}"
         else:
-            status = f"final: as this cell last read it, {clock}"  # the cell has ended; read at {clock}
+            status = f"final: as this cell last read it, {clock}"  # the cell has ended
         chart = self._chart_svg(since) if self.chart and self.live else ""
         return (f"<div class='brokerlab-view' data-view-state='{state}' data-cell='{'' if cell is None else cell}' "
                 "style='max-width:100%;overflow-x:auto;font-size:12px;line-height:1.35'>"
