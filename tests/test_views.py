@@ -160,3 +160,14 @@ def test_plot_draws_the_history_of_each_chart_series():
     line = fig.axes[0].lines[0]
     assert list(line.get_ydata()) == [m["length"] for _, m in view.history]
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "length"
+
+
+def test_a_background_refresh_never_lands_under_another_cell():
+    key = run_name("view-thread")
+    cells = _run_in_kernel([
+        KERNEL_SETUP + f"view = ListLength({key!r})\nview.display()",
+        "import threading, time\nlater = threading.Thread(target=lambda: (time.sleep(0.3), view.refresh()))\n"
+        "later.start()",
+        "time.sleep(1)\nlater.join()\nassert len(view.history) == 2",
+    ], headless=False)
+    assert [len(_views_in(c)) for c in cells] == [1, 0, 0]

@@ -16,6 +16,7 @@ import html
 import itertools
 import os
 import re
+import threading
 import time
 from typing import Callable
 
@@ -196,14 +197,14 @@ class LiveView:
 
     def refresh(self) -> dict:
         """Read the broker's state once. Once the view has been shown, the new state is shown under the running
-        cell (an earlier cell's output keeps its own state)."""
+        cell (an earlier cell's output keeps its own state); only cells' own (main-thread) refreshes show."""
         self.model = self.snapshot()
         self.checked_at = time.time()
         self.history.append((time.monotonic() - self._started, self.model))
         del self.history[:-self.max_history]
-        if self._shown and in_kernel():
-            self._current_output().show(self.model)
-        return self.model
+        if self._shown and in_kernel() and threading.current_thread() is threading.main_thread():
+            self._current_output().show(self.model)  # a background thread's refresh shows nothing: it could
+        return self.model                            # land under whichever cell happens to run
 
     def watch(self, seconds: float = 5.0, until: Callable[[], bool] | None = None,
               interval: float | None = None) -> dict:
