@@ -7,6 +7,7 @@ change), then re-runs the command inside .venv.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,20 @@ def fail(message: str) -> None:
     raise SystemExit(2)
 
 
+# JupyterLab settings the course ships (overrides.json of the course environment): code cells wrap long
+# lines, so no cell scrolls sideways on a 1280x720 screen (tests/test_browser.py checks it).
+LAB_OVERRIDES = {"@jupyterlab/notebook-extension:tracker": {"codeCellConfig": {"lineNumbers": False, "lineWrap": True}}}
+
+
+def write_lab_overrides() -> Path:
+    path = VENV / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(LAB_OVERRIDES, indent=2) + "\n"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
 def ensure_venv() -> None:
     if sys.version_info < MIN_PYTHON:
         fail(f"Python {'.'.join(map(str, MIN_PYTHON))}+ is needed; this is {sys.version.split()[0]}.")
@@ -50,6 +65,7 @@ def ensure_venv() -> None:
             hint = ("  Debian/Ubuntu: apt-get install -y python3-venv" if "ensurepip" in result.stdout + result.stderr
                     else "")
             fail(f"could not create a virtual environment:\n{result.stdout}{result.stderr}{hint}")
+    write_lab_overrides()
     wanted = requirements_digest()
     if STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
