@@ -1,6 +1,8 @@
 """brokerlab.redis_faults on scratch Redis servers (never the shared stack): a slow subscriber dropped,
 a queue evicted, acknowledged writes lost to a kill -9 per persistence mode, a one-node cluster's slots;
 and the Redis 8.x stream-command probe against the stack's version."""
+import os
+
 import pytest
 import redis
 
@@ -14,7 +16,7 @@ from brokerlab.stack.scratch import leftovers, scratch_redis
 @pytest.fixture(autouse=True)
 def no_scratch_server_left():
     yield
-    assert leftovers() == []
+    assert leftovers(owner=os.getpid()) == []
 
 
 def test_slow_subscriber_is_disconnected_and_loses_what_publish_counted():

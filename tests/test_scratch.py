@@ -50,7 +50,7 @@ def test_scratch_redis_is_stopped_when_the_block_raises():
             pid, port = server.pid, server.port
             raise RuntimeError("boom")
     assert not pid_alive(pid) and not port_in_use("127.0.0.1", port)
-    assert leftovers() == []
+    assert leftovers(owner=os.getpid()) == []
 
 
 def test_scratch_rabbitmq_with_a_memory_limit_and_its_own_tools():
@@ -68,7 +68,7 @@ def test_scratch_rabbitmq_with_a_memory_limit_and_its_own_tools():
     assert not pid_alive(pid)
     for name in ("amqp", "rabbitmq_management", "erlang_dist", "epmd"):
         assert not port_in_use("127.0.0.1", ports[name]), f"{name} port {ports[name]} still open"
-    assert leftovers() == []
+    assert leftovers(owner=os.getpid()) == []
 
 
 def test_in_docker_mode_scratch_servers_are_containers_of_the_compose_images(monkeypatch):
@@ -107,4 +107,4 @@ def test_a_scratch_rabbitmq_cluster_forms_and_goes_away():
         epmd = first.ep.ports["epmd"]
     assert not any(pid_alive(pid) for pid in pids)
     assert not port_in_use("127.0.0.1", epmd)
-    assert leftovers() == []
+    assert leftovers(owner=os.getpid()) == []

@@ -86,7 +86,7 @@ class _Scratch:
     service: RedisService | RabbitMQService
 
     def __init__(self, label: str):
-        self.dir = scratch_root() / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.dir = scratch_root() / folder_name(label)
 
     @property
     def pid(self) -> int | None:
@@ -247,7 +247,7 @@ class _DockerScratch:
     def __init__(self, label: str):
         from .versions import compose_images
 
-        self.dir = scratch_root() / f"{label}-{uuid.uuid4().hex[:8]}"
+        self.dir = scratch_root() / folder_name(label)
         self.name = f"brokerlab-scratch-{self.dir.name}"
         self.image = compose_images()[self.broker]
         self._created = False
@@ -426,10 +426,17 @@ def scratch_rabbitmq_cluster(nodes: int = 3, config: dict[str, object] | None = 
         yield members
 
 
-def leftovers() -> list[str]:
-    """Scratch folders whose server still runs (a test asserts there are none)."""
+def folder_name(label: str) -> str:
+    """`redis-p1234-3fa2c0de`: the label, the pid of the process that started it (so one test process can
+    ask for its own leftovers while others run scratch servers in parallel), and a random part."""
+    return f"{label}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def leftovers(owner: int | None = None) -> list[str]:
+    """Scratch folders whose server still runs: all of them, or those started by process `owner`
+    (a test asserts its own process left none: `leftovers(owner=os.getpid())`)."""
     found = []
-    for folder in scratch_root().glob("*"):
+    for folder in scratch_root().glob("*" if owner is None else f"*-p{owner}-*"):
         for pid_file in folder.glob("*.pid"):
             try:
                 pid = int(pid_file.read_text().strip())
