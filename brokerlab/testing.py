@@ -39,14 +39,21 @@ def parallel_phase_args(workers: str) -> list[str]:
             "-n", workers, "--dist", "loadfile", "-rfE", "--durations=20"]
 
 
-def leftovers(ep: Endpoints) -> list[str]:
-    """Processes still listening on the test stack's ports."""
+def listening(ep: Endpoints) -> list[str]:
+    """Processes listening on the test stack's ports."""
     found = []
     for name, port in ep.ports.items():
         owner = port_owner(port)
         if owner:
             found.append(f"port {port} ({name}): pid {owner[0]} {owner[1][:80]}")
     return found
+
+
+def leftovers(ep: Endpoints) -> list[str]:
+    """What a finished run must not leave: the test stack's processes and running scratch servers."""
+    from .stack.scratch import leftovers as scratch_leftovers
+
+    return listening(ep) + [f"scratch server {s}" for s in scratch_leftovers()]
 
 
 def _pytest(args: list[str], env: dict) -> int:
@@ -60,7 +67,7 @@ def run_test_suite(extra: list[str]) -> int:
 
     offset = int(os.environ.get("BROKERLAB_PORT_OFFSET", TEST_PORT_OFFSET))
     ep = Endpoints.from_env(offset=offset)
-    running_before = bool(leftovers(ep))
+    running_before = bool(listening(ep))
     workers = os.environ.get("BROKERLAB_TEST_WORKERS", str(DEFAULT_WORKERS))
     env = {**os.environ, "BROKERLAB_PORT_OFFSET": str(offset)}
     started = time.monotonic()
