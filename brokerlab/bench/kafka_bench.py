@@ -1,0 +1,174 @@
+"""Kafka measured with confluent-kafka (librdkafka): the producer under acks 0/1/all, linger.ms 0 vs 5
+vs 20, compression off vs lz4 vs zstd; then a consumer reading what was produced.
+
+The producer settings are the ones kafka-producer-perf-test gets in brokerlab.bench.native
+(batch.size is set explicitly on both sides: librdkafka's default is 1 MB, Java's 16 KB).
+One topic with one partition per run and size, deleted after.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .. import kafka_tools
+from ..waiting import wait_for
+from ..clients import kafka_admin, kafka_consumer, kafka_producer
+from ..runs import run_name, scaled
+from .measure import Result, latency_plan, latency_run, payload
+
+BATCH_SIZE = 65536     # bytes per partition batch, the same for librdkafka and the Java tool
+FETCH_BATCH = 500      # messages per Consumer.consume() call
+
+
+@dataclass(frozen=True)
+class ProducerSetting:
+    acks: str
+    linger_ms: int
+    compression: str = "none"
+
+    @property
+    def name(self) -> str:
+        text = f"acks={self.acks} linger.ms={self.linger_ms}"
+        return text if self.compression == "none" else f"{text} {self.compression}"
+
+    def config(self) -> dict:
+        return {"acks": self.acks, "linger.ms": self.linger_ms, "compression.type": self.compression,
+                "batch.size": BATCH_SIZE}
+
+
+SETTINGS = (
+    ProducerSetting("0", 5),
+    ProducerSetting("1", 5),
+    ProducerSetting("all", 5),
+    ProducerSetting("1", 0),
+    ProducerSetting("1", 20),
+    ProducerSetting("1", 5, "lz4"),
+    ProducerSetting("1", 5, "zstd"),
+)
+LATENCY_SETTINGS = {ProducerSetting("1", 0), ProducerSetting("1", 5), ProducerSetting("1", 20),
+                    ProducerSetting("all", 5)}
+
+
+def counts() -> dict:
+    return {"messages": scaled(100000, 10000), "latency": scaled(5000, 1000), "latency_seconds": scaled(2.0, 0.4)}
+
+
+class Topic:
+    """A one-partition topic named per run, deleted when the block ends."""
+
+    def __init__(self, label: str = "bench"):
+        self.name = run_name(label)
+        self.admin = kafka_admin()
+
+    def __enter__(self) -> "Topic":
+        kafka_tools.create_topic(self.admin, self.name, partitions=1)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        kafka_tools.delete_topics(self.admin, [self.name])
+
+
+def produce(topic: str, setting: ProducerSetting, size: int, count: int) -> Result:
+    """Produce `count` messages as fast as the client takes them, then flush: throughput includes
+    the wait for the last delivery report."""
+    producer = kafka_producer(**setting.config())
+    failures: list = []
+
+    def delivered(err, _msg):
+        if err is not None:
+            failures.append(err)
+
+    data = payload(size)
+    producer.produce(topic, data)  # warm-up, not counted: connects to the partition leader
+    producer.flush(10)
+    start = time.perf_counter()
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, data, on_delivery=delivered)
+                break
+            except BufferError:  # the local queue is full: serve delivery reports, then retry
+                producer.poll(0.01)
+        if i % 1000 == 0:
+            producer.poll(0)
+    left = producer.flush(30)
+    seconds = time.perf_counter() - start
+    if left or failures:
+        raise AssertionError(f"Kafka producer ({setting.name}): {left} undelivered, {len(failures)} failed "
+                             f"{failures[:1]}")
+    return Result("Kafka", "produce", setting.name, size, count, seconds, "confluent-kafka")
+
+
+def consume(topic: str, size: int, count: int) -> Result:
+    """A new group reads `count` messages from the start; timed from the first message to the last."""
+    consumer = kafka_consumer(run_name("bench-group"), **{"enable.auto.commit": False,
+                                                          "fetch.wait.max.ms": 100})
+    try:
+        consumer.subscribe([topic])
+        got, first = 0, None
+        deadline = time.monotonic() + 60
+        while got < count and time.monotonic() < deadline:
+            for msg in consumer.consume(FETCH_BATCH, timeout=0.2):
+                if msg.error():
+                    continue
+                if first is None:
+                    first = time.perf_counter()
+                got += 1
+        last = time.perf_counter()
+        if got < count:
+            raise AssertionError(f"Kafka consumer read {got} of {count} messages from {topic}")
+        return Result("Kafka", "consume", f"consume({FETCH_BATCH})", size, count, last - first, "confluent-kafka")
+    finally:
+        consumer.close()
+
+
+def latency(topic: "Topic", setting: ProducerSetting, size: int, max_rate: float) -> tuple[float, float, float, int]:
+    """Produce stamped messages at LATENCY_FRACTION of `max_rate` to a consumer assigned at the log end."""
+    from confluent_kafka import TopicPartition
+
+    c = counts()
+    rate, n = latency_plan(max_rate, c["latency"], c["latency_seconds"])
+    producer = kafka_producer(**setting.config())
+    consumer = kafka_consumer(run_name("bench-lat"), **{"enable.auto.commit": False, "fetch.wait.max.ms": 10,
+                                                        "fetch.min.bytes": 1})
+    try:
+        end = kafka_tools.watermarks(topic.admin, topic.name, [0])[0][1]
+        consumer.assign([TopicPartition(topic.name, 0, end)])
+
+        def receive(timeout):
+            # poll() returns as soon as one message is there; consume(timeout=0) takes what else arrived
+            first = consumer.poll(timeout)
+            if first is None:
+                return []
+            messages = [first, *consumer.consume(FETCH_BATCH, timeout=0)]
+            return [m.value() for m in messages if not m.error()]
+
+        def send(data):
+            producer.produce(topic.name, data)
+            producer.poll(0)
+
+        # warm-up, not counted: one message through, so the consumer is connected and fetching
+        send(b"\0" * 8)
+        producer.flush(10)
+        wait_for(lambda: receive(0.1), 15, f"the warm-up message on {topic.name}")
+        p50, p99, got = latency_run(send, receive, count=n, rate=rate, size=size, seconds=n / rate + 15,
+                                    flush=lambda: producer.flush(10))
+        return p50, p99, rate, got
+    finally:
+        consumer.close()
+
+
+def run(size: int, settings=SETTINGS) -> list[Result]:
+    """Every producer setting into one topic, then the consumer over everything produced."""
+    c = counts()
+    results = []
+    with Topic() as topic:
+        for setting in settings:
+            result = produce(topic.name, setting, size, c["messages"])
+            if setting in LATENCY_SETTINGS:
+                p50, p99, rate, got = latency(topic, setting, size, result.rate)
+                result.p50_ms, result.p99_ms, result.latency_rate, result.latency_count = p50, p99, rate, got
+                result.extra["latency_setting"] = "consumer fetch.wait.max.ms=10"
+            results.append(result)
+        results.append(consume(topic.name, size, c["messages"]))  # reads the first c["messages"] produced
+    return results
