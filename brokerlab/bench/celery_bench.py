@@ -1,7 +1,8 @@
 """Celery measured end to end: no-op tasks per second through Redis and through RabbitMQ, and what
 each task costs over the raw broker client doing the same push and pop.
 
-One Celery worker (`--pool=solo`, one process, Celery's default prefetch) consumes a per-run queue
+One Celery worker (`--pool=solo`, one process, Celery's default prefetch, log level WARNING: a log
+line per task is a cost of its own) consumes a per-run queue
 (brokerlab.bench.celery_apps); the client sends N no-op tasks with apply_async, then one marker
 task. With one solo worker on one FIFO queue the marker runs after every no-op, so the run ends
 when the marker's Redis key appears: no result backend, no per-task bookkeeping in the timing.
@@ -19,6 +20,7 @@ from ..waiting import wait_for
 from .measure import Result
 
 BROKERS = {"redis": "Redis", "amqp": "RabbitMQ"}
+POOL = "solo"       # one task at a time in the worker process: the per-task cost, no pool hand-off
 # the raw-client workload each Celery figure is compared with: the same broker, one message per
 # round trip, the delivery mode Celery uses (kombu publishes persistent messages, without confirms)
 RAW_COUNTERPART = {"redis": [("Redis", "list LPUSH", "pipeline 1"), ("Redis", "list RPOP", "pipeline 1")],
@@ -39,7 +41,8 @@ def run(broker: str) -> Result:
     workdir = home() / "bench"
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        with celery_worker(module, concurrency=1, pool="solo", queues=[queue], ready_timeout=60, cwd=workdir):
+        with celery_worker(module, concurrency=1, pool=POOL, queues=[queue], ready_timeout=60, cwd=workdir,
+                           extra_args=["--loglevel=WARNING"]):
             # warm-up, not counted: the client's broker connection and the worker's first task
             mark.apply_async((mark_key + ":warm",), queue=queue)
             wait_for(lambda: marks.exists(mark_key + ":warm"), 30, "the Celery warm-up task", poll=0.01)
@@ -51,7 +54,7 @@ def run(broker: str) -> Result:
             wait_for(lambda: marks.exists(mark_key), max(30.0, n / 50), f"{n} Celery no-op tasks on {queue}",
                      poll=0.005)
             end = time.perf_counter()
-        result = Result("Celery", "no-op tasks", f"on {BROKERS[broker]}, 1 solo worker", 0, n, end - start, "celery")
+        result = Result("Celery", "no-op tasks", f"on {BROKERS[broker]}, 1 {POOL} worker", 0, n, end - start, "celery")
         result.extra["send_rate"] = n / (sent - start)
         return result
     finally:

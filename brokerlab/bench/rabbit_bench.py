@@ -47,7 +47,7 @@ SETTINGS = (
 
 
 def counts() -> dict:
-    return {"messages": scaled(10000, 1500), "confirm_each": scaled(2000, 300),
+    return {"messages": scaled(30000, 1500), "confirm_each": scaled(2000, 300),
             "latency": scaled(5000, 1000), "latency_seconds": scaled(2.0, 0.4)}
 
 
