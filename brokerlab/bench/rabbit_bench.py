@@ -182,7 +182,7 @@ def _consume(queue: str, count: int, setting: Setting, workers: BoundedWorkers, 
         connection.close()
 
 
-def _through_queue(setting: Setting, size: int, count: int, rate: float | None = None,
+def through_queue(setting: Setting, size: int, count: int, rate: float | None = None,
                    seconds: float = 60.0) -> tuple[float, float, list[float]]:
     """One publisher and one consumer through a fresh queue. Returns (end-to-end seconds,
     publisher seconds, latencies in ms when paced)."""
@@ -215,11 +215,11 @@ def _through_queue(setting: Setting, size: int, count: int, rate: float | None =
 def run(setting: Setting, size: int) -> Result:
     c = counts()
     count = c["confirm_each"] if setting.confirms == 1 else c["messages"]
-    seconds, publish_seconds, _ = _through_queue(setting, size, count)
+    seconds, publish_seconds, _ = through_queue(setting, size, count)
     result = Result("RabbitMQ", "publish+consume", setting.name, size, count, seconds, "pika")
     result.extra["publish_rate"] = count / publish_seconds
     rate, n = latency_plan(result.rate, c["latency"], c["latency_seconds"])
-    _, _, ages = _through_queue(setting, size, n, rate=rate, seconds=n / rate + 15)
+    _, _, ages = through_queue(setting, size, n, rate=rate, seconds=n / rate + 15)
     result.p50_ms, result.p99_ms = percentile(ages, 50), percentile(ages, 99)
     result.latency_rate, result.latency_count = rate, len(ages)
     return result

@@ -29,7 +29,7 @@ def _client():
     return client
 
 
-def _push_pop(r, key: str, data: bytes, n: int, depth: int) -> tuple[float, float]:
+def push_pop(r, key: str, data: bytes, n: int, depth: int) -> tuple[float, float]:
     """LPUSH n items, then RPOP n, `depth` commands per round trip; returns (push s, pop s)."""
     def run(command: str, *args) -> float:
         start = time.perf_counter()
@@ -62,7 +62,7 @@ def lists(size: int) -> list[Result]:
     results = []
     try:
         for depth in (1, PIPELINE):
-            push, pop = _push_pop(r, key, data, c["messages"], depth)
+            push, pop = push_pop(r, key, data, c["messages"], depth)
             setting = f"pipeline {depth}"
             results.append(Result("Redis", "list LPUSH", setting, size, c["messages"], push, "redis-py"))
             results.append(Result("Redis", "list RPOP", setting, size, c["messages"], pop, "redis-py"))
