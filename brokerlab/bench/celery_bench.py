@@ -14,9 +14,10 @@ import time
 
 from ..celery_app import BROKER_DB, celery_worker
 from ..clients import rabbit_connection, redis_client
-from ..runs import run_name, scaled
+from ..runs import scaled
 from ..stack.paths import home
 from ..waiting import wait_for
+from .names import scratch
 from .measure import Result
 
 BROKERS = {"redis": "Redis", "amqp": "RabbitMQ"}
@@ -35,7 +36,8 @@ def run(broker: str) -> Result:
     module = f"brokerlab.bench.celery_apps.on_{broker}"
     app = importlib.import_module(module).app
     noop, mark = app.tasks["bench.noop"], app.tasks["bench.mark"]
-    queue, mark_key = run_name(f"bench-celery-{broker}"), run_name("bench-mark")
+    queue = scratch(f"celery-{broker}", "queue" if broker == "amqp" else "celery-redis")
+    mark_key = scratch("mark", "redis")
     n = counts()["tasks"]
     marks = redis_client()
     workdir = home() / "bench"

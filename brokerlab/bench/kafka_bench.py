@@ -14,6 +14,7 @@ from .. import kafka_tools
 from ..waiting import wait_for
 from ..clients import kafka_admin, kafka_consumer, kafka_producer
 from ..runs import run_name, scaled
+from .names import scratch
 from .measure import Result, latency_plan, latency_run, payload
 
 BATCH_SIZE = 65536     # bytes per partition batch, the same for librdkafka and the Java tool
@@ -57,7 +58,7 @@ class Topic:
     """A one-partition topic named per run, deleted when the block ends."""
 
     def __init__(self, label: str = "bench"):
-        self.name = run_name(label)
+        self.name = scratch(label.removeprefix("bench-"), "topic")
         self.admin = kafka_admin()
 
     def __enter__(self) -> "Topic":

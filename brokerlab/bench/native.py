@@ -23,6 +23,7 @@ from ..runs import run_name
 from ..stack import tools
 from . import perftest
 from .kafka_bench import ProducerSetting
+from .names import scratch
 from .measure import Result
 from .rabbit_bench import ACK_EVERY, PREFETCH, Setting, declare
 from .redis_bench import PIPELINE, DrainSubscriber
@@ -75,7 +76,7 @@ def _redis_result(workload: str, setting: str, size: int, count: int, rps: float
 def redis(size: int, count: int) -> list[Result]:
     """The Redis workloads of redis_bench, by redis-benchmark: LPUSH/RPOP at depth 1 and PIPELINE,
     PUBLISH to a channel with one subscriber, XADD. (XREADGROUP has no redis-benchmark counterpart.)"""
-    key, channel, stream = run_name("bench-nlist"), run_name("bench-nchan"), run_name("bench-nstream")
+    key, channel, stream = scratch("nlist", "redis"), scratch("nchan", "channel"), scratch("nstream", "redis")
     data = "x" * size
     results = []
     r = redis_client()
@@ -160,7 +161,7 @@ _RATE = re.compile(r"(sending|receiving) rate avg: (\d+) msg/s")
 def rabbit(setting: Setting, size: int, count: int) -> Result:
     """PerfTest with one producer and one consumer through a queue declared per run exactly as
     rabbit_bench declares it (PerfTest is told it is predeclared)."""
-    queue = run_name("bench-nq")
+    queue = scratch("nq", "queue")
     admin = rabbit_connection()
     try:
         declare(admin.channel(), queue, setting)

@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 
 from ..clients import rabbit_connection, rabbit_parameters
-from ..runs import run_name, scaled
+from ..runs import scaled
 from ..workers import BoundedWorkers
+from .names import scratch
 from .measure import Result, age_ms, latency_plan, payload, percentile, stamped
 
 CONFIRM_WINDOW = 64   # unconfirmed messages in flight (PerfTest -c)
@@ -186,7 +187,7 @@ def through_queue(setting: Setting, size: int, count: int, rate: float | None = 
                    seconds: float = 60.0) -> tuple[float, float, list[float]]:
     """One publisher and one consumer through a fresh queue. Returns (end-to-end seconds,
     publisher seconds, latencies in ms when paced)."""
-    queue = run_name("bench-q")
+    queue = scratch("q", "queue")
     admin = rabbit_connection()
     try:
         declare(admin.channel(), queue, setting)

@@ -11,7 +11,8 @@ import threading
 import time
 
 from ..clients import redis_client
-from ..runs import run_name, scaled
+from ..runs import scaled
+from .names import scratch
 from .measure import Result, latency_plan, latency_run, payload
 
 PIPELINE = 16          # the depth compared with `redis-benchmark -P 16`
@@ -57,7 +58,7 @@ def lists(size: int) -> list[Result]:
     """LPUSH then RPOP, one command per round trip and PIPELINE per round trip; latency LPUSH -> BRPOP."""
     c = counts()
     r, reader = _client(), _client()
-    key = run_name("bench-list")
+    key = scratch("list", "redis")
     data = payload(size)
     results = []
     try:
@@ -131,7 +132,7 @@ def pubsub(size: int) -> list[Result]:
     measured with redis-py's own subscriber (PubSub.get_message)."""
     c = counts()
     r = _client()
-    channel = run_name("bench-chan")
+    channel = scratch("chan", "channel")
     data = payload(size)
     try:
         with DrainSubscriber(channel):
@@ -191,7 +192,7 @@ def streams(size: int) -> list[Result]:
     XREADGROUP and XACKs them in one call; latency XADD -> XREADGROUP (BLOCK) -> XACK."""
     c = counts()
     r = _client()
-    key, group = run_name("bench-stream"), "bench"
+    key, group = scratch("stream", "redis"), "bench"
     data = payload(size)
     n = c["messages"]
     try:

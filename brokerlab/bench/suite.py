@@ -82,14 +82,17 @@ def plan(quick_run: bool | None = None) -> list[Step]:
 
 
 def run(steps: list[Step] | None = None, progress: Callable[[int, list[Step], Report], None] | None = None,
-        quick_run: bool | None = None) -> Report:
-    """Run every step; `progress(index of the step about to run (len(steps) at the end), steps, report)`."""
+        quick_run: bool | None = None, report: Report | None = None) -> Report:
+    """Run `steps` (default: the whole plan) into `report` (default: a new one, which first records the
+    broker and client versions and the machine's limits); returns the report.
+    `progress(index of the step about to run (len(steps) at the end), steps, report)` is called between steps."""
     quick_run = quick() if quick_run is None else quick_run
     steps = plan(quick_run) if steps is None else steps
-    report = Report(quick=quick_run)
     started = time.perf_counter()
-    report.versions = _versions()
-    report.machine = machine.describe()
+    if report is None:
+        report = Report(quick=quick_run)
+        report.versions = _versions()
+        report.machine = machine.describe()
     for index, step in enumerate(steps):
         if progress is not None:
             progress(index, steps, report)
@@ -103,7 +106,7 @@ def run(steps: list[Step] | None = None, progress: Callable[[int, list[Step], Re
     for r in report.results:
         if r.system == "Celery" and not r.native:
             r.extra["overhead_us"] = celery_bench.overhead_us(r, report.results)
-    report.seconds = time.perf_counter() - started
+    report.seconds += time.perf_counter() - started
     if progress is not None:
         progress(len(steps), steps, report)
     return report
