@@ -4,34 +4,21 @@ burst of load from another process hits both sides instead of deciding the outco
 from __future__ import annotations
 
 import math
-import statistics
 import subprocess
 import sys
 
 import pytest
 
 from brokerlab.bench import kafka_bench, native, rabbit_bench, redis_bench
-from brokerlab.bench.measure import percentile
+from brokerlab.bench.measure import interleaved, percentile
 from brokerlab.bench.report import Report
 from brokerlab.bench.suite import QUICK_KAFKA_NATIVE, QUICK_RABBIT_NATIVE, Step, plan, run
 from brokerlab.clients import redis_client
 from brokerlab.runs import run_name
 
-REPEATS = 3
-
-
 @pytest.fixture(autouse=True)
 def quick_mode(monkeypatch):
     monkeypatch.setenv("BROKERLAB_QUICK", "1")
-
-
-def interleaved(a, b, repeats: int = REPEATS) -> tuple[float, float]:
-    """Medians of `a()` and `b()` (rates) measured alternately."""
-    first, second = [], []
-    for _ in range(repeats):
-        first.append(a())
-        second.append(b())
-    return statistics.median(first), statistics.median(second)
 
 
 def test_redis_pipelined_beats_one_command_per_round_trip():

@@ -8,6 +8,7 @@ message waits behind the backlog, which says more about the run's length than ab
 from __future__ import annotations
 
 import math
+import statistics
 import struct
 import time
 from dataclasses import asdict, dataclass, field
@@ -130,6 +131,16 @@ def latency_run(send: Callable[[bytes], None], receive: Callable[[float], list[b
     if len(ages) < count:
         raise AssertionError(f"latency run: {len(ages)} of {count} {what} arrived within {seconds:g} s")
     return percentile(ages, 50), percentile(ages, 99), len(ages)
+
+
+def interleaved(a: Callable[[], float], b: Callable[[], float], repeats: int = 3) -> tuple[float, float]:
+    """Medians of `a()` and `b()` measured alternately (a, b, a, b, ...): a burst of load from another
+    process hits both sides instead of deciding which one wins."""
+    first, second = [], []
+    for _ in range(repeats):
+        first.append(a())
+        second.append(b())
+    return statistics.median(first), statistics.median(second)
 
 
 def latency_plan(max_rate: float, count: int, max_seconds: float) -> tuple[float, int]:
