@@ -27,7 +27,7 @@ ACK_EVERY = 50        # the consumer acks with multiple=True every ACK_EVERY mes
 @dataclass(frozen=True)
 class Setting:
     queue_type: str         # "classic", "quorum", "stream"
-    persistent: bool        # delivery_mode 2 and a durable queue
+    persistent: bool        # delivery_mode 2 (written to disk) or 1 (kept in memory)
     confirms: int | None    # None: no confirms; 1: wait for each; N: window of N
 
     @property
@@ -53,9 +53,9 @@ def counts() -> dict:
 
 
 def declare(channel, queue: str, setting: Setting) -> None:
-    arguments = {"x-queue-type": setting.queue_type}
-    channel.queue_declare(queue, durable=setting.persistent or setting.queue_type != "classic",
-                          arguments=arguments)
+    """Every queue is durable (RabbitMQ 4 deprecates transient non-exclusive queues); "transient" and
+    "persistent" are the messages' delivery mode, which is what decides whether they are written to disk."""
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": setting.queue_type})
 
 
 class WindowedPublisher:
