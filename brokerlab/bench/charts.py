@@ -8,6 +8,11 @@ from .report import Report
 SYSTEM_COLORS = {"Redis": "#d1242f", "RabbitMQ": "#bc4c00", "Kafka": "#1f6feb", "Celery": "#1a7f37"}
 
 
+def _label(r) -> str:
+    workload = "" if r.workload == "publish+consume" else f" {r.workload}"
+    return f"{r.system}{workload} · {r.setting}"
+
+
 def _show(fig):
     import matplotlib.pyplot as plt
 
@@ -24,7 +29,7 @@ def throughput(report: Report, size: int = 100):
     rows = [r for r in report.python if r.size in (size, 0)]
     natives = {r.key: r for r in report.native}
     fig, ax = plt.subplots(figsize=(9, 0.28 * len(rows) + 1.2))
-    labels = [f"{r.system} {r.workload} · {r.setting}" for r in rows]
+    labels = [_label(r) for r in rows]
     ax.barh(range(len(rows)), [r.rate for r in rows], color=[SYSTEM_COLORS[r.system] for r in rows])
     for i, r in enumerate(rows):
         if r.key in natives:
@@ -32,8 +37,8 @@ def throughput(report: Report, size: int = 100):
     ax.set_yticks(range(len(rows)), labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel(f"messages per second ({size} B payloads; log scale)   | = the native tool, same settings")
-    ax.set_title("Throughput by system and setting (Python clients)", fontsize=10)
+    ax.set_xlabel(f"messages per second, {size} B payloads (log scale)")
+    ax.set_title("Throughput by system and setting: bars Python clients, | the native tool", fontsize=10)
     return _show(fig)
 
 
@@ -48,12 +53,10 @@ def latency(report: Report, size: int = 100):
             color=[SYSTEM_COLORS[r.system] for r in rows], alpha=0.55)
     ax.barh([i + 0.2 for i in y], [r.p99_ms for r in rows], height=0.4, label="p99",
             color=[SYSTEM_COLORS[r.system] for r in rows])
-    ax.set_yticks(list(y), [f"{r.system} {r.workload} · {r.setting} @ {r.latency_rate:,.0f}/s" for r in rows],
-                  fontsize=7)
+    ax.set_yticks(list(y), [f"{_label(r)} @ {r.latency_rate:,.0f}/s" for r in rows], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel(f"end-to-end latency, ms (log scale); paced at {report.latency_fraction:.0%} of each "
-                  "workload's unpaced rate")
+    ax.set_xlabel(f"end-to-end ms (log scale), paced at {report.latency_fraction:.0%} of the unpaced rate")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Latency percentiles (light: p50, dark: p99)", fontsize=10)
     return _show(fig)
