@@ -45,13 +45,14 @@ def test_rabbitmq_windowed_confirms_beat_a_confirm_per_message():
 
 
 def test_kafka_acks_0_at_least_as_fast_as_acks_all():
-    # linger.ms=0: many small requests, so waiting for the broker's answers (acks=all) shows; with
-    # batching (linger.ms=5) a 5000-message run is a handful of requests and the two are within noise
+    # Waiting for each delivery report, acks=all adds the broker's append and answer to every message.
+    # (A batching producer with unlimited requests in flight hides acks on a fast local broker: there the
+    # two are within noise either way, so that is not a relation that holds on any machine.)
     with kafka_bench.Topic("test-bench-acks") as topic:
         def rate(acks):
-            return lambda: kafka_bench.produce(topic.name, kafka_bench.ProducerSetting(acks, 0), 100, 5000).rate
+            return lambda: kafka_bench.produce_each(topic.name, acks, 100, 300).rate
 
-        acks_0, acks_all = interleaved(rate("0"), rate("all"), repeats=5)
+        acks_0, acks_all = interleaved(rate("0"), rate("all"))
     assert acks_0 >= acks_all, (acks_0, acks_all)
 
 

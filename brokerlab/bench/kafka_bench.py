@@ -1,5 +1,6 @@
 """Kafka measured with confluent-kafka (librdkafka): the producer under acks 0/1/all, linger.ms 0 vs 5
-vs 20, compression off vs lz4 vs zstd; then a consumer reading what was produced.
+vs 20, compression off vs lz4 vs zstd; a producer waiting for each delivery (acks 0/1/all); then a
+consumer reading what was produced.
 
 The producer settings are the ones kafka-producer-perf-test gets in brokerlab.bench.native
 (batch.size is set explicitly on both sides: librdkafka's default is 1 MB, Java's 16 KB).
@@ -46,12 +47,14 @@ SETTINGS = (
     ProducerSetting("1", 5, "lz4"),
     ProducerSetting("1", 5, "zstd"),
 )
+ACKS = ("0", "1", "all")   # the one-at-a-time producer, where acks decides the rate
 LATENCY_SETTINGS = {ProducerSetting("1", 0), ProducerSetting("1", 5), ProducerSetting("1", 20),
                     ProducerSetting("all", 5)}
 
 
 def counts() -> dict:
-    return {"messages": scaled(100000, 10000), "latency": scaled(5000, 1000), "latency_seconds": scaled(2.0, 0.4)}
+    return {"messages": scaled(100000, 10000), "each": scaled(2000, 300), "latency": scaled(5000, 1000),
+            "latency_seconds": scaled(2.0, 0.4)}
 
 
 class Topic:
@@ -69,10 +72,10 @@ class Topic:
         kafka_tools.delete_topics(self.admin, [self.name])
 
 
-def produce(topic: str, setting: ProducerSetting, size: int, count: int) -> Result:
+def produce(topic: str, setting: ProducerSetting, size: int, count: int, **config) -> Result:
     """Produce `count` messages as fast as the client takes them, then flush: throughput includes
-    the wait for the last delivery report."""
-    producer = kafka_producer(**setting.config())
+    the wait for the last delivery report. `config`: further producer settings."""
+    producer = kafka_producer(**setting.config(), **config)
     failures: list = []
 
     def delivered(err, _msg):
@@ -98,6 +101,23 @@ def produce(topic: str, setting: ProducerSetting, size: int, count: int) -> Resu
         raise AssertionError(f"Kafka producer ({setting.name}): {left} undelivered, {len(failures)} failed "
                              f"{failures[:1]}")
     return Result("Kafka", "produce", setting.name, size, count, seconds, "confluent-kafka")
+
+
+def produce_each(topic: str, acks: str, size: int, count: int) -> Result:
+    """Produce `count` messages one at a time, waiting for each delivery report (flush after every
+    produce), as code that needs "it is stored" before going on does. Here acks decides the rate:
+    acks=0 reports delivery once the request is written, acks=all after the broker appended it."""
+    producer = kafka_producer(**ProducerSetting(acks, 0).config())
+    data = payload(size)
+    producer.produce(topic, data)  # warm-up, not counted
+    producer.flush(10)
+    start = time.perf_counter()
+    for _ in range(count):
+        producer.produce(topic, data)
+        if producer.flush(10):
+            raise AssertionError(f"Kafka producer (acks={acks}): a message was not delivered within 10 s")
+    return Result("Kafka", "produce, flush each", f"acks={acks}", size, count, time.perf_counter() - start,
+                  "confluent-kafka")
 
 
 def consume(topic: str, size: int, count: int) -> Result:
@@ -169,5 +189,7 @@ def run(size: int, settings=SETTINGS) -> list[Result]:
                 result.p50_ms, result.p99_ms, result.latency_rate, result.latency_count = p50, p99, rate, got
                 result.extra["latency_setting"] = "consumer fetch.wait.max.ms=10"
             results.append(result)
+        for acks in ACKS:
+            results.append(produce_each(topic.name, acks, size, c["each"]))
         results.append(consume(topic.name, size, c["messages"]))  # reads the first c["messages"] produced
     return results
