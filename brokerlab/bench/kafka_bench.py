@@ -186,7 +186,7 @@ def run(size: int, settings=SETTINGS) -> list[Result]:
             result = produce(topic.name, setting, size, c["messages"])
             if setting in LATENCY_SETTINGS:
                 p50, p99, rate, got = latency(topic, setting, size, result.rate)
-                result.p50_ms, result.p99_ms, result.latency_rate, result.latency_count = p50, p99, rate, got
+                result.set_latency(p50, p99, rate, got, base_rate=result.rate)
                 result.extra["latency_setting"] = "consumer fetch.wait.max.ms=10"
             results.append(result)
         for acks in ACKS:

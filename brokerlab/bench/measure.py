@@ -36,7 +36,12 @@ class Result:
     p99_ms: float | None = None
     latency_rate: float | None = None   # msg/s the latency run was paced at
     latency_count: int | None = None    # messages the latency figures are computed from
+    latency_base_rate: float | None = None  # the unpaced rate the pacing is a fraction of (see latency_setting)
     extra: dict = field(default_factory=dict)
+
+    def set_latency(self, p50: float, p99: float, rate: float, count: int, base_rate: float) -> None:
+        self.p50_ms, self.p99_ms, self.latency_rate, self.latency_count = p50, p99, rate, count
+        self.latency_base_rate = base_rate
 
     @property
     def rate(self) -> float:

@@ -221,6 +221,5 @@ def run(setting: Setting, size: int) -> Result:
     result.extra["publish_rate"] = count / publish_seconds
     rate, n = latency_plan(result.rate, c["latency"], c["latency_seconds"])
     _, _, ages = through_queue(setting, size, n, rate=rate, seconds=n / rate + 15)
-    result.p50_ms, result.p99_ms = percentile(ages, 50), percentile(ages, 99)
-    result.latency_rate, result.latency_count = rate, len(ages)
+    result.set_latency(percentile(ages, 50), percentile(ages, 99), rate, len(ages), base_rate=result.rate)
     return result

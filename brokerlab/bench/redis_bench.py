@@ -76,7 +76,7 @@ def lists(size: int) -> list[Result]:
 
         p50, p99, got = latency_run(lambda d: r.lpush(key, d), receive, count=n, rate=rate, size=size,
                                     seconds=n / rate + 10)
-        unpipelined.p50_ms, unpipelined.p99_ms, unpipelined.latency_rate, unpipelined.latency_count = p50, p99, rate, got
+        unpipelined.set_latency(p50, p99, rate, got, base_rate=unpipelined.rate)
         return results
     finally:
         r.delete(key)
@@ -163,7 +163,7 @@ def pubsub(size: int) -> list[Result]:
 
             p50, p99, got = latency_run(lambda d: r.publish(channel, d), receive, count=n, rate=rate, size=size,
                                         seconds=n / rate + 10)
-            result.p50_ms, result.p99_ms, result.latency_rate, result.latency_count = p50, p99, rate, got
+            result.set_latency(p50, p99, rate, got, base_rate=burst / unpaced)
             result.extra["latency_setting"] = "pipeline 1, redis-py subscriber"
         finally:
             sub.close()
@@ -240,7 +240,7 @@ def streams(size: int) -> list[Result]:
 
             p50, p99, got = latency_run(lambda d: r.xadd(key, {"d": d}), receive, count=m, rate=rate, size=size,
                                         seconds=m / rate + 10)
-            consumed.p50_ms, consumed.p99_ms, consumed.latency_rate, consumed.latency_count = p50, p99, rate, got
+            consumed.set_latency(p50, p99, rate, got, base_rate=burst / unpaced)
             consumed.extra["latency_setting"] = "XADD pipeline 1 -> XREADGROUP BLOCK -> XACK"
         finally:
             reader.close()
