@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     tool = sub.add_parser("tool", help="run a broker's own CLI against the stack, e.g. `tool redis-cli ping`")
     tool.add_argument("name", nargs="?", help="redis-cli, rabbitmqctl, rabbitmq-diagnostics, kafka-topics, ...")
     tool.add_argument("tool_args", nargs=argparse.REMAINDER, help="arguments passed to the tool")
+    from .bench.cli import add_arguments as add_bench_arguments  # the performance lesson's benchmark (issue 14)
+
+    add_bench_arguments(sub.add_parser("bench", help="measure every broker here, next to its own benchmark tool"))
     exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
     exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
     # `site` (branch views): the executed course as static HTML pages
@@ -89,6 +92,10 @@ def run(args) -> int:
         from .site import DEFAULT_OUT, build_site
 
         return build_site(out=args.out or DEFAULT_OUT, jobs=args.jobs)
+    if args.command == "bench":
+        from .bench.cli import main as bench_main
+
+        return bench_main(args)
     if args.command == "exercises":
         from .labs.build import build_all
 

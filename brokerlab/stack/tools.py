@@ -34,7 +34,7 @@ KAFKA_TOOLS = {
     "kafka-share-groups": "org.apache.kafka.tools.consumer.group.ShareGroupCommand",
 }
 RABBITMQ_TOOLS = ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmq-queues", "rabbitmq-streams")
-REDIS_TOOLS = ("redis-cli",)
+REDIS_TOOLS = ("redis-cli", "redis-benchmark")  # redis-benchmark: the performance lesson (06)
 TOOLS = (*REDIS_TOOLS, *RABBITMQ_TOOLS, *KAFKA_TOOLS)
 # Quick start for short-lived tools: no JIT beyond C1, a small serial heap.
 KAFKA_TOOL_JVM = ["-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
@@ -59,16 +59,16 @@ def command(name: str, args: list[str], ep: Endpoints | None = None, tty: bool =
     if _recorded_mode(ep) == "docker":
         return _docker_command(name, broker, args, ep, tty)
     if broker == "redis":
-        return _redis_command(args, ep)
+        return _redis_command(name, args, ep)
     if broker == "rabbitmq":
         return _rabbitmq_command(name, args, ep)
     return _kafka_command(name, args, ep)
 
 
-def _redis_command(args: list[str], ep: Endpoints) -> tuple[list[str], dict]:
+def _redis_command(name: str, args: list[str], ep: Endpoints) -> tuple[list[str], dict]:
     from .debroot import runtime
 
-    argv = ["redis-cli", "-h", ep.host, "-p", str(ep.ports["redis"]), *args]
+    argv = [name, "-h", ep.host, "-p", str(ep.ports["redis"]), *args]
     return runtime(build=False).wrap(argv), dict(os.environ)
 
 
@@ -84,7 +84,10 @@ def _kafka_command(name: str, args: list[str], ep: Endpoints) -> tuple[list[str]
 
     given = any(a == "--bootstrap-server" or a.startswith("--bootstrap-server=") for a in args)
     target = [] if given else ["--bootstrap-server", ep.kafka_bootstrap]
-    argv = [kafka_dist.java_binary(), *KAFKA_TOOL_JVM,
+    jvm = KAFKA_TOOL_JVM
+    if name.endswith("-perf-test"):  # a benchmark needs the full JIT (C2), not the quick-start C1 only
+        jvm = [o for o in jvm if not o.startswith("-XX:TieredStopAtLevel")]
+    argv = [kafka_dist.java_binary(), *jvm,
             f"-Dlog4j2.configurationFile={kafka_dist.HERE / 'tools-log4j2.properties'}",
             "-cp", kafka_dist.classpath(), KAFKA_TOOLS[name], *target, *args]
     return argv, dict(os.environ)
