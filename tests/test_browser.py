@@ -38,6 +38,7 @@ BROWSER_NOTEBOOKS = [
     ("celery", ["03*_*.ipynb"]),
     ("rabbitmq", ["04*_*.ipynb"]),
     ("kafka", ["05a_*.ipynb", "05_*.ipynb"]),
+    ("performance", ["06_*.ipynb"]),
 ]
 SHOWS_A_VIEW = re.compile(r"\.(watch\(|display\(\))")   # a cell that calls these shows a view under itself
 
