@@ -7,7 +7,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from brokerlab.labs import faults
 from brokerlab.labs.build import build_exercise, exercise_path, solutions, strip_solution
+from brokerlab.labs.checking import REVEAL_AFTER, Lab, LabCheckFailed, call, decided, expect
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = solutions()
@@ -17,6 +19,15 @@ def test_strip_solution_keeps_hints_and_indentation():
     source = "def f(x):\n    # BEGIN SOLUTION\n    # HINT: double it\n    y = x * 2\n    return y\n    # END SOLUTION\n"
     assert strip_solution(source) == (
         "def f(x):\n    # HINT: double it\n    raise NotImplementedError(\"your code here\")")
+
+
+def test_a_design_decision_is_left_to_the_learner():
+    source = 'RESCUED_GO_TO = "front"  # DECISION: "front" or "back"\nx = 1'
+    assert strip_solution(source) == 'RESCUED_GO_TO = None  # DECISION: "front" or "back"\nx = 1'
+    with pytest.raises(LabCheckFailed) as failed:
+        decided(None, "RESCUED_GO_TO", ("front", "back"), "why it matters")
+    assert failed.value.function == "RESCUED_GO_TO" and "front" in failed.value.what
+    assert decided("back", "RESCUED_GO_TO", ("front", "back"), "") == "back"
 
 
 def test_unclosed_solution_block_is_an_error():
@@ -53,3 +64,86 @@ def test_untouched_exercise_fails_every_check_with_a_hint(solution):
     others = [c for c in nb.cells if c.cell_type == "code" and "check" not in c.metadata.get("tags", [])]
     failing = [c.source for c in others if any(o.output_type == "error" for o in c.outputs)]
     assert not failing, f"non-check cells must run in the exercise too: {failing}"
+
+
+# --- the check API: blame, the learner's line, progressive hints -------------------------
+
+demo = Lab("demo")
+
+
+@demo.check("double", idea="IDEA: twice the input", code="CODE: return x * 2")
+def check_double(double):
+    got = call(double, 21)
+    expect(got == 42, f"double(21) returned {got!r}", "twice 21 is 42", blame="double")
+
+
+def helper_not_written(x):
+    raise NotImplementedError("your code here")
+
+
+def double_via_unwritten_helper(x):
+    return helper_not_written(x) * 2
+
+
+def double_that_crashes(x):
+    values = {}
+    return values[x]
+
+
+def test_a_crash_names_the_learners_function_and_line():
+    demo.reset()
+    with pytest.raises(LabCheckFailed) as failed:
+        check_double(double_that_crashes)
+    assert failed.value.function == "double_that_crashes"
+    assert failed.value.where.endswith("return values[x]") and "KeyError" in failed.value.what
+    assert "IDEA" in failed.value.hint and failed.value.more is None
+
+
+def test_not_written_blames_the_function_that_is_not_written():
+    demo.reset()
+    with pytest.raises(LabCheckFailed, match="helper_not_written is not written yet") as failed:
+        check_double(double_via_unwritten_helper)
+    assert failed.value.function == "helper_not_written"
+
+
+def test_code_level_help_comes_on_request_or_after_repeated_failures(capsys):
+    demo.reset()
+    for attempt in range(1, REVEAL_AFTER + 1):
+        with pytest.raises(LabCheckFailed) as failed:
+            check_double(lambda x: x + 2)
+        assert failed.value.what == "double(21) returned 23" and failed.value.function == "double"
+        assert (failed.value.more == "CODE: return x * 2") == (attempt == REVEAL_AFTER)
+        assert ("More help" in str(failed.value)) == (attempt == REVEAL_AFTER)
+    demo.hint(2)
+    assert "CODE: return x * 2" in capsys.readouterr().out
+    check_double(lambda x: x * 2)
+    assert demo.parts["double"].failures == 0
+
+
+def test_an_injected_crash_passes_through():
+    def handler(x):
+        raise faults.SimulatedCrash("boom")
+
+    with pytest.raises(faults.SimulatedCrash):
+        call(handler, 1, passthrough=(faults.SimulatedCrash,))
+
+
+def test_a_crashing_redis_client_dies_between_two_commands(r):
+    from brokerlab import run_name
+
+    key = run_name("lab-crash")
+    try:
+        _, commands = faults.count_commands(lambda c: (c.rpush(key, "a"), c.rpush(key, "b")))
+        assert commands == ["RPUSH", "RPUSH"]
+        doomed = faults.crashing_redis(1)
+        doomed.rpush(key, "c")
+        with pytest.raises(faults.SimulatedCrash):
+            doomed.rpush(key, "d")
+        with pytest.raises(faults.SimulatedCrash):  # dead stays dead
+            doomed.get(key)
+        pipe = faults.crashing_redis(1)
+        with pipe.pipeline() as p:  # one MULTI/EXEC is one step: it all happens or none of it
+            p.rpush(key, "e").rpush(key, "f").execute()
+        assert r.lrange(key, 0, -1) == ["a", "b", "c", "e", "f"]
+    finally:
+        r.delete(key)

@@ -2,8 +2,15 @@
 
 In a solution, code between a line `# BEGIN SOLUTION` and a line `# END SOLUTION`
 is what the learner writes.  The exercise keeps everything else and puts, at the
-same indentation, `raise NotImplementedError("...")` preceded by any lines
-`# HINT: ...` found inside the block, so the learner sees where to start.
+same indentation, `raise NotImplementedError("your code here")` preceded by any lines
+`# HINT: ...` found inside the block.  Keep those for the goal and the rules: code-level help
+belongs in the check's `code` hint, shown only on request (see checking.py).
+
+A design decision left to the learner is one line outside the blocks, ending in `# DECISION`:
+
+    RESCUED_TASKS_GO_TO = "front"  # DECISION: "front" or "back"
+
+The exercise keeps the name and the comment and sets the value to None; the check refuses None.
 
     python -m brokerlab exercises          # regenerate
     python -m brokerlab exercises --check  # list stale exercises, exit 1 if any
@@ -21,6 +28,7 @@ LABS = REPO_ROOT / "labs"
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
 HINT = re.compile(r"^\s*# HINT:")
+DECISION = re.compile(r"^(\s*)([A-Za-z_][A-Za-z_0-9]*)\s*=\s*.+?\s*(# DECISION.*)$")
 
 
 def exercise_path(solution: Path) -> Path:
@@ -40,6 +48,8 @@ def strip_solution(source: str) -> str:
         elif inside:
             if HINT.match(line):
                 hints.append(line)
+        elif decision := DECISION.match(line):
+            out.append(f"{decision.group(1)}{decision.group(2)} = None  {decision.group(3)}")
         else:
             out.append(line)
     if inside:

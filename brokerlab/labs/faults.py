@@ -1,0 +1,72 @@
+"""Fault injection for lab checks: a worker that dies between two steps.
+
+A process can die between any two commands it sends.  `crashing_redis(steps)` gives the learner's
+function a real Redis client that sends the first `steps` commands and then dies: the next
+command raises SimulatedCrash and the connection is closed, so Redis sees exactly what it would
+see of a SIGKILL at that point.  A MULTI/EXEC pipeline and a Lua script are one command each
+(that is what makes them atomic).  `count_commands` runs a function once on a counting client, so
+a check can crash it after each of its steps in turn.
+"""
+from __future__ import annotations
+
+from ..clients import redis_client
+
+
+class SimulatedCrash(Exception):
+    """Raised by a check's fault injection: the learner's worker 'died' here."""
+
+
+def _crashing_class(base):
+    class CrashingRedis(base):
+        """A Redis client that sends `budget` commands, then dies (None: never dies, just counts)."""
+        budget: int | None = None
+        sent: int = 0
+        commands: list
+
+        def _step(self, name: str) -> None:
+            if self.budget is not None and self.sent >= self.budget:
+                self.connection_pool.disconnect()
+                raise SimulatedCrash(f"the worker died before sending {name} (after {self.sent} command(s))")
+            self.sent += 1
+            self.commands.append(name)
+
+        def execute_command(self, *args, **kwargs):
+            self._step(str(args[0]).upper() if args else "?")
+            return super().execute_command(*args, **kwargs)
+
+        def pipeline(self, transaction=True, shard_hint=None):
+            client = self
+            pipe = super().pipeline(transaction, shard_hint)
+            execute = pipe.execute
+
+            def counted_execute(raise_on_error=True):
+                if pipe.command_stack:
+                    client._step("MULTI/EXEC" if pipe.transaction else "PIPELINE")
+                return execute(raise_on_error)
+
+            pipe.execute = counted_execute
+            return pipe
+
+    return CrashingRedis
+
+
+def crashing_redis(steps: int | None, **options):
+    """A decode_responses Redis client that dies before its (steps+1)-th command; None never dies."""
+    plain = redis_client(**options)
+    cls = _crashing_class(type(plain))
+    client = cls(connection_pool=plain.connection_pool)
+    client.endpoints = plain.endpoints
+    client.budget, client.sent, client.commands = steps, 0, []
+    return client
+
+
+def count_commands(function, *args, **kwargs) -> tuple[object, list[str]]:
+    """Run function(r, *args) on a counting client; return (its result, the commands it sent)."""
+    client = crashing_redis(None)
+    try:
+        return function(client, *args, **kwargs), list(client.commands)
+    finally:
+        client.close()
+
+
+__all__ = ["SimulatedCrash", "count_commands", "crashing_redis"]
