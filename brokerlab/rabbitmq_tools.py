@@ -80,23 +80,45 @@ def queue_info(queue: str, vhost: str = "/") -> dict:
     return rabbit_api(f"queues/{_q(vhost)}/{_q(queue)}")
 
 
+def exists(queue: str) -> bool:
+    """Whether the queue exists (management API)."""
+    import urllib.error
+
+    try:
+        queue_info(queue)
+        return True
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return False
+        raise
+
+
 def counts(queue: str) -> dict:
     """Ready, unacknowledged and consumer counts from the management API (refreshed every second)."""
-    info = queue_info(queue)
+    return _counts(queue_info(queue))
+
+
+def _counts(info: dict) -> dict:
     return {"ready": info.get("messages_ready", 0), "unacked": info.get("messages_unacknowledged", 0),
             "consumers": info.get("consumers", 0), "type": info.get("type", "classic")}
 
 
-def wait_counts(queue: str, seconds: float = 10.0, **expected: int) -> dict:
-    """Wait until the management API reports the expected counts, e.g. wait_counts(q, unacked=3)."""
+def wait_counts(queue: str, seconds: float = 15.0, **expected: int) -> dict:
+    """Wait until the management API reports the expected counts, e.g. wait_counts(q, unacked=3).
+
+    Returns the queue's whole API record plus the short names of counts().  The API's statistics lag
+    the broker by a second or two, so this waits; a passive declare (`ready`) does not lag."""
     last = {}
 
     def matches():
-        last.update(counts(queue))
+        info = queue_info(queue)
+        last.clear()
+        last.update(info, **_counts(info))
         return all(last.get(k) == v for k, v in expected.items())
 
-    wait_for(matches, seconds, lambda: f"{queue} to reach {expected}; last seen {last}", poll=0.2)
-    return last
+    wait_for(matches, seconds, lambda: f"{queue} to reach {expected}; last seen "
+             f"{ {k: last.get(k) for k in ('ready', 'unacked', 'consumers')} }", poll=0.2)
+    return dict(last)
 
 
 def x_death(message: Message) -> list[dict]:
@@ -120,7 +142,7 @@ def work(queue: str, name: str, done: list | None = None, *, work_seconds: float
          fail: Callable[[Message], bool] | None = None, requeue: bool = False) -> list[str]:
     """Consume `queue` with manual acks until `until()` turns false or `max_messages` were handled.
 
-    Each message is "processed" for `work_seconds`, then acked, and (name, body) appended to `done`.
+    Each message is "processed" for `work_seconds`, (name, body) is appended to `done`, then it is acked.
     prefetch=0 means no limit (RabbitMQ pushes as fast as it can: round-robin); prefetch=1 is fair
     dispatch.  When fail(message) is true the message is nacked instead (requeue as given)."""
     handled: list[str] = []
@@ -138,10 +160,10 @@ def work(queue: str, name: str, done: list | None = None, *, work_seconds: float
             if fail is not None and fail(message):
                 channel.basic_nack(method.delivery_tag, requeue=requeue)
                 continue
-            channel.basic_ack(method.delivery_tag)
             handled.append(message.body)
-            if done is not None:
+            if done is not None:  # recorded just before the ack, so done + ready + unacked never overcounts
                 done.append((name, message.body))
+            channel.basic_ack(method.delivery_tag)
         channel.cancel()
     finally:
         _close(connection)
@@ -362,6 +384,6 @@ def _close(connection) -> None:
         pass
 
 
-__all__ = ["Message", "RpcClient", "RpcTimeout", "bodies", "counts", "death_count", "delete_run", "get_all",
+__all__ = ["Message", "RpcClient", "RpcTimeout", "bodies", "counts", "death_count", "delete_run", "exists", "get_all",
            "hold", "names", "publish_with_confirms", "queue_info", "read_stream", "ready", "rpc_server",
            "wait_counts", "work", "x_death"]
