@@ -135,6 +135,32 @@ def death_count(message: Message, queue: str | None = None, reason: str | None =
                if (queue is None or d.get("queue") == queue) and (reason is None or d.get("reason") == reason))
 
 
+def nack_until_gone(channel, queue: str, max_deliveries: int = 30, settle: float = 1.0) -> list[int]:
+    """Play a consumer that fails on every message: basic_get, note its x-delivery-count, nack with requeue;
+    until the queue gives nothing for `settle` seconds (the message was dropped or dead-lettered) or
+    `max_deliveries` were made.  Returns the x-delivery-count of each delivery (0 when absent)."""
+    seen: list[int] = []
+    for _ in range(max_deliveries):
+        got = wait_for_message(channel, queue, settle)
+        if got is None:
+            break
+        seen.append(int(got.headers.get("x-delivery-count", 0)))
+        channel.basic_nack(got.delivery_tag, requeue=True)
+    return seen
+
+
+def wait_for_message(channel, queue: str, seconds: float) -> Message | None:
+    """basic_get until a message comes (unacked: ack or nack it yourself) or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        method, properties, body = channel.basic_get(queue, auto_ack=False)
+        if method is not None:
+            return Message.from_pika(method, properties, body)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
 # --- bounded consumers (targets for BoundedWorkers.thread / .process) ------------------------
 
 def work(queue: str, name: str, done: list | None = None, *, work_seconds: float = 0.0, prefetch: int = 0,
@@ -385,5 +411,5 @@ def _close(connection) -> None:
 
 
 __all__ = ["Message", "RpcClient", "RpcTimeout", "bodies", "counts", "death_count", "delete_run", "exists", "get_all",
-           "hold", "names", "publish_with_confirms", "queue_info", "read_stream", "ready", "rpc_server",
-           "wait_counts", "work", "x_death"]
+           "hold", "nack_until_gone", "names", "publish_with_confirms", "queue_info", "read_stream", "ready", "rpc_server",
+           "wait_counts", "wait_for_message", "work", "x_death"]
