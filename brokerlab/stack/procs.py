@@ -71,7 +71,11 @@ def _reap(pid: int) -> None:
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+        if sock.connect_ex((host, port)) != 0:
+            return False
+        # Connecting to a free port of the ephemeral range can pick that same port as the
+        # source port and connect to itself (TCP simultaneous open): that is not a listener.
+        return sock.getsockname() != sock.getpeername()
 
 
 def port_owner(port: int) -> tuple[int, str] | None:
