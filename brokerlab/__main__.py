@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("-n", "--lines", type=int, default=40, help="(logs) lines per log")
     exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
     exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
+    # `site` (branch views): the executed course as static HTML pages
+    site = sub.add_parser("site", help="execute every notebook (quick mode) and write a static HTML course site")
+    site.add_argument("--out", default=None, help="output folder (default: build/site)")
+    site.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time (default 2)")
     return parser
 
 
@@ -71,6 +75,10 @@ def run(args) -> int:
         from .testing import run_test_suite
 
         return run_test_suite(args.pytest_args)
+    if args.command == "site":
+        from .site import DEFAULT_OUT, build_site
+
+        return build_site(out=args.out or DEFAULT_OUT, jobs=args.jobs)
     if args.command == "exercises":
         from .labs.build import build_all
 

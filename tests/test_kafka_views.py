@@ -3,6 +3,7 @@
 import brokerlab as bl
 from brokerlab import kafka_tools as kt
 from brokerlab.clients import kafka_admin, kafka_consumer, kafka_producer
+from brokerlab.views.base import short_name
 from brokerlab.views.kafka import OffsetsView
 
 
@@ -38,6 +39,11 @@ def test_offsets_view_follows_a_consumer_to_zero_lag(capsys):
         assert [r[1] for r in rows] == [0, 1, 2] and all(r[0] == group for r in rows)
         text = view.render_text()
         assert "log start" in text and topic in text
+        middle = view.history[len(view.history) // 2][1]   # a state with some lag left
+        page = view.render_html(middle)
+        with_lag = sum(1 for p in middle["groups"][group]["partitions"].values() if p["lag"])
+        assert page.count("background:#4a90d9") == with_lag  # bars only for lag, never partitions or offsets
+        assert page.count(f">{short_name(group)}<") == 1  # the group's name once, shortened
     finally:
         kt.delete_topics(admin, [topic])
 

@@ -150,3 +150,24 @@ def test_a_bar_is_only_drawn_for_quantities_and_scaled_to_its_column():
     for number in (">60<", ">40<", ">0<", ">1<", ">2<"):
         assert number in page                            # numbers are always shown
     assert "orders…3fa2" in page and "title='bl-orders-1763870000-3fa2'" in page
+
+
+def test_plot_draws_the_history_of_each_chart_series():
+    view = ListLength(run_name("view-plot"))
+    view.chart = {"length": lambda m: m["length"]}
+    view.watch(seconds=0.3, interval=0.05)
+    fig = view.plot(ylabel="items")
+    line = fig.axes[0].lines[0]
+    assert list(line.get_ydata()) == [m["length"] for _, m in view.history]
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "length"
+
+
+def test_a_background_refresh_never_lands_under_another_cell():
+    key = run_name("view-thread")
+    cells = _run_in_kernel([
+        KERNEL_SETUP + f"view = ListLength({key!r})\nview.display()",
+        "import threading, time\nlater = threading.Thread(target=lambda: (time.sleep(0.3), view.refresh()))\n"
+        "later.start()",
+        "time.sleep(1)\nlater.join()\nassert len(view.history) == 2",
+    ], headless=False)
+    assert [len(_views_in(c)) for c in cells] == [1, 0, 0]

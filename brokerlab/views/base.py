@@ -16,6 +16,7 @@ import html
 import itertools
 import os
 import re
+import threading
 import time
 from typing import Callable
 
@@ -196,14 +197,14 @@ class LiveView:
 
     def refresh(self) -> dict:
         """Read the broker's state once. Once the view has been shown, the new state is shown under the running
-        cell (an earlier cell's output keeps its own state)."""
+        cell (an earlier cell's output keeps its own state); only cells' own (main-thread) refreshes show."""
         self.model = self.snapshot()
         self.checked_at = time.time()
         self.history.append((time.monotonic() - self._started, self.model))
         del self.history[:-self.max_history]
-        if self._shown and in_kernel():
-            self._current_output().show(self.model)
-        return self.model
+        if self._shown and in_kernel() and threading.current_thread() is threading.main_thread():
+            self._current_output().show(self.model)  # a background thread's refresh shows nothing: it could
+        return self.model                            # land under whichever cell happens to run
 
     def watch(self, seconds: float = 5.0, until: Callable[[], bool] | None = None,
               interval: float | None = None) -> dict:
@@ -275,19 +276,24 @@ class LiveView:
         rows = self.rows(model)
         maxima = {i: max([abs(r[i]) for r in rows if _is_number(r[i])], default=0)
                   for i, name in enumerate(self.columns) if name in self.bar_columns}
-        th = "padding:1px 8px;text-align:left;border-bottom:1px solid #d0d7de;font-weight:600"
-        head = "".join(f"<th style='{th}'>{html.escape(str(c))}</th>" for c in self.columns)
+        numeric = {i for i in range(len(self.columns))
+                   if rows and all(_is_number(r[i]) or r[i] in ("-", "?", "") for r in rows)}
+        digits = {i: max(len(str(r[i])) for r in rows) for i in numeric | set(maxima)} if rows else {}
+        head = "".join(
+            f"<th style='padding:1px 8px;border-bottom:1px solid #d0d7de;font-weight:600;"
+            f"text-align:{'right' if i in numeric and i not in maxima else 'left'}'>{html.escape(str(c))}</th>"
+            for i, c in enumerate(self.columns))
         body, previous = [], None
+        key = self.columns.index(self.blank_repeats[0]) if self.blank_repeats else None
         for row in rows:
             cells = []
-            key = self.columns.index(self.blank_repeats[0]) if self.blank_repeats else None
             same_group = key is not None and previous is not None and previous[key] == row[key]
             for i, value in enumerate(row):
                 name = self.columns[i] if i < len(self.columns) else ""
                 if same_group and name in self.blank_repeats:
                     cells.append("<td></td>")
                     continue
-                cells.append(self._td(value, maxima.get(i)))
+                cells.append(self._td(value, maxima.get(i), digits.get(i, 0), i in numeric))
             body.append("<tr>" + "".join(cells) + "</tr>")
             previous = row
         checked_at = self.checked_at if checked_at is None else checked_at
@@ -297,7 +303,7 @@ class LiveView:
         elif state == "live":
             status = f"<span style='color:#1a7f37'>● live</span> {clock}"
         else:
-            status = f"state at the end of this cell, {clock}"
+            status = f"final: as this cell last read it, {clock}"  # the cell has ended
         chart = self._chart_svg(since) if self.chart and self.live else ""
         return (f"<div class='brokerlab-view' data-view-state='{state}' data-cell='{'' if cell is None else cell}' "
                 "style='max-width:100%;overflow-x:auto;font-size:12px;line-height:1.35'>"
@@ -305,23 +311,26 @@ class LiveView:
                 "<table style='border-collapse:collapse;font-family:monospace;font-size:12px;margin:2px 0'>"
                 f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{chart}</div>")
 
-    def _td(self, value, maximum) -> str:
+    def _td(self, value, maximum, digits: int, numeric: bool) -> str:
+        """One table cell. JupyterLab right-aligns table cells by default, so every cell sets its alignment:
+        text left, numbers right, a bar column's numbers right-aligned in a fixed width with the bar after them."""
         style = "padding:1px 8px;vertical-align:top"
         if isinstance(value, bool):
             mark = "<span style='color:#1a7f37'>✔ yes</span>" if value else "<span style='color:#cf222e'>✘ no</span>"
-            return f"<td style='{style}'>{mark}</td>"
-        if _is_number(value):
-            bar = ""
-            if maximum:
-                width = max(1, round(BAR_PX * abs(value) / maximum)) if value else 0
-                bar = (f"<span style='display:inline-block;width:{width}px;height:9px;background:#4a90d9;"
-                       f"margin-left:6px'></span>") if width else ""
-            return (f"<td style='{style};white-space:nowrap'><span style='display:inline-block;min-width:3ch;"
-                    f"text-align:right'>{value}</span>{bar}</td>")
+            return f"<td style='{style};text-align:left'>{mark}</td>"
+        if maximum is not None:
+            width = max(1, round(BAR_PX * abs(value) / maximum)) if _is_number(value) and value and maximum else 0
+            bar = (f"<span style='display:inline-block;width:{width}px;height:9px;background:#4a90d9;"
+                   f"margin-left:6px'></span>") if width else ""
+            return (f"<td style='{style};text-align:left;white-space:nowrap'><span style='display:inline-block;"
+                    f"min-width:{max(digits, 1)}ch;text-align:right'>{html.escape(str(value))}</span>{bar}</td>")
+        if numeric:
+            return f"<td style='{style};text-align:right;white-space:nowrap'>{html.escape(str(value))}</td>"
         text = str(value)
         short = short_name(text)
         hover = f" title='{html.escape(text)}'" if short != text else ""
-        return (f"<td style='{style};max-width:26ch;overflow-wrap:anywhere'{hover}>{html.escape(short)}</td>")
+        return (f"<td style='{style};text-align:left;max-width:26ch;overflow-wrap:anywhere'{hover}>"
+                f"{html.escape(short)}</td>")
 
     def _chart_svg(self, since: float) -> str:
         """An inline SVG chart of this output's history (from `since`): small, no plotting library needed."""
