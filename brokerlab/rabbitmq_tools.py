@@ -116,8 +116,9 @@ def wait_counts(queue: str, seconds: float = 15.0, **expected: int) -> dict:
         last.update(info, **_counts(info))
         return all(last.get(k) == v for k, v in expected.items())
 
+    shown = ("ready", "unacked", "consumers", *[k for k in expected if k not in ("ready", "unacked", "consumers")])
     wait_for(matches, seconds, lambda: f"{queue} to reach {expected}; last seen "
-             f"{ {k: last.get(k) for k in ('ready', 'unacked', 'consumers')} }", poll=0.2)
+             f"{ {k: last.get(k) for k in shown} }", poll=0.2)
     return dict(last)
 
 
