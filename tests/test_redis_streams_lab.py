@@ -30,7 +30,7 @@ def make_process_entry(processed="keep", bug=None):
                 r.xadd(c.dead_letter, letter)
                 r.xack(c.stream, c.group, entry_id)
                 return "dead"
-            with r.pipeline(transaction=True) as tx:
+            with r.pipeline(transaction=(bug != "dead letter in a plain pipeline")) as tx:
                 tx.xadd(c.dead_letter, letter)
                 tx.xack(c.stream, c.group, entry_id)
                 tx.execute()
@@ -143,6 +143,25 @@ def apply_always(r, ledger, entry_id, amount):
     r.hincrby(ledger, "balance", amount)
 
 
+def apply_check_then_multi(r, ledger, entry_id, amount):  # crash-safe, but two deliveries at once both pass
+    if r.sismember(f"{ledger}:applied", entry_id):
+        return
+    with r.pipeline(transaction=True) as both:
+        both.sadd(f"{ledger}:applied", entry_id)
+        both.hincrby(ledger, "balance", amount)
+        both.execute()
+
+
+def apply_watched(r, ledger, entry_id, amount):  # WATCH/MULTI/EXEC: a right answer the race check must accept
+    def apply(pipe):
+        if pipe.sismember(f"{ledger}:applied", entry_id):
+            return
+        pipe.multi()
+        pipe.sadd(f"{ledger}:applied", entry_id)
+        pipe.hincrby(ledger, "balance", amount)
+    r.transaction(apply, f"{ledger}:applied")
+
+
 # --- the solution passes ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("processed", lab02.PROCESSED_CHOICES)
@@ -156,6 +175,10 @@ def test_the_solution_passes_every_other_check(capsys):
     passes(lab02.check_consume, consume)
     passes(lab02.check_apply_once, apply_once)
     assert capsys.readouterr().out.count("✔") == 4
+
+
+def test_apply_once_with_watch_multi_exec_passes_too():
+    passes(lab02.check_apply_once, apply_watched)
 
 
 # --- the catalogue ---------------------------------------------------------------------------------------
@@ -177,6 +200,9 @@ CATALOGUE = [
           (make_process_entry(bug="drops the fields"), "keep"), blame="process_entry", says=("original fields",)),
     Wrong("dead-letter copy and XACK in two commands", lab02.check_process_entry,
           (make_process_entry(bug="dead letter in two commands"), "keep"), blame="process_entry",
+          says=("2 times", "multi/exec")),
+    Wrong("dead-letter copy and XACK in a pipeline without MULTI/EXEC", lab02.check_process_entry,
+          (make_process_entry(bug="dead letter in a plain pipeline"), "keep"), blame="process_entry",
           says=("2 times", "multi/exec")),
     Wrong("decided delete, only acks", lab02.check_process_entry,
           (make_process_entry("delete", bug="forgets to delete"), "delete"), blame="process_entry",
@@ -203,6 +229,8 @@ CATALOGUE = [
           says=("died after its command 1", "one step")),
     Wrong("apply_once: effect, then mark", lab02.check_apply_once, (apply_effect_first,), blame="apply_once",
           says=("died after its command", "one step")),
+    Wrong("apply_once: check, then mark and effect in MULTI (two deliveries at once)", lab02.check_apply_once,
+          (apply_check_then_multi,), blame="apply_once", says=("at once", "one step")),
     Wrong("apply_once: no mark at all", lab02.check_apply_once, (apply_always,), blame="apply_once",
           says=("redelivery", "not be applied again")),
 ]

@@ -30,12 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 
+from redis.exceptions import WatchError
+
 from .. import redis_streams as rs
 from ..clients import redis_client
 from ..waiting import wait_for
 from ..workers import BoundedWorkers
 from .checking import Lab, call, decided, expect, passed
-from .faults import SimulatedCrash, count_commands, crashing_redis
+from .faults import SimulatedCrash, count_commands, crashing_redis, interrupting_redis
 
 lab = Lab("02 · a Redis Streams consumer that survives crashes")
 hint = lab.hint
@@ -505,11 +507,30 @@ def check_apply_once(apply_once) -> None:
                    f"redelivery the balance is {got!r}, expected '10'", "Between your commands the 'applied' "
                    "mark and the effect disagree. Make them one step (a Lua script, or WATCH/MULTI/EXEC).",
                    blame="apply_once")
+        # a concurrent redelivery (a claim taken from a slow, live consumer): another call with the same id
+        # runs to completion between two of this call's commands; the amount must still be applied once
+        for k in range(1, len(commands)):
+            target = f"{ledger}:race{k}"
+            peer = lambda target=target: call(apply_once, r, target, "9-0", 10, passthrough=(WatchError,))
+            racing = interrupting_redis(k, peer)
+            try:
+                call(apply_once, racing, target, "9-0", 10, passthrough=(WatchError,))
+            except WatchError:
+                pass                    # WATCH saw the other call's write and refused: the entry stays pending
+            finally:
+                racing.close()
+            got = r.hget(target, "balance")
+            expect(got == "10", f"two deliveries of the same entry ran at once: one apply_once ran completely "
+                   f"between this one's command {k} and {k + 1} ({' then '.join(commands)}); the balance is "
+                   f"{got!r}, expected '10'", "Checking the mark and then writing is two steps: another "
+                   "delivery of the same entry can pass the check in between. Decide and apply in one step "
+                   "(a Lua script, or WATCH/MULTI/EXEC).", blame="apply_once")
     finally:
         for key in r.scan_iter(match=ledger + "*", count=1000):
             r.delete(key)
         r.close()
-    passed("each entry's effect applied once: redeliveries and crashes between any two commands change nothing")
+    passed("each entry's effect applied once: redeliveries, concurrent deliveries and crashes between any two "
+           "commands change nothing")
 
 
 __all__ = ["Consumer", "PROCESSED_CHOICES", "Recorder", "check_apply_once", "check_claim_dead", "check_consume",
