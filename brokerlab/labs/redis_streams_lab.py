@@ -491,7 +491,8 @@ def check_apply_once(apply_once) -> None:
         for entry_id, amount in payments:
             call(apply_once, r, ledger, entry_id, amount)
         call(apply_once, r, ledger, payments[1][0], payments[1][1])       # a redelivery
-        total = sum(int(v) for v in r.hvals(ledger)) if r.type(ledger) == "hash" else None
+        # the field `balance` only: a solution may keep its "applied" marks in the same hash
+        total = int(r.hget(ledger, "balance") or 0) if r.type(ledger) == "hash" else None
         expect(total is not None, f"after apply_once the ledger key {ledger} is a {r.type(ledger)}, "
                "expected a hash of balances", "Apply the amount with HINCRBY on the `ledger` hash (field 'balance').",
                blame="apply_once")
