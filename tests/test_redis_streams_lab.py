@@ -88,6 +88,19 @@ def make_recover_own(bug=None):
 recover_own = make_recover_own()
 
 
+def recover_own_by_xpending(r, c, handle):  # finds its entries, but XPENDING + XRANGE count no delivery
+    done = 0
+    for _ in range(1000):
+        mine = r.xpending_range(c.stream, c.group, min="-", max="+", count=c.batch, consumername=c.name)
+        if not mine:
+            return done
+        for pending in mine:
+            [(entry_id, fields)] = r.xrange(c.stream, min=pending["message_id"], max=pending["message_id"])
+            process_entry(r, c, entry_id, fields, handle)
+            done += 1
+    return done
+
+
 def make_claim_dead(bug=None):
     def claim_dead(r, c, handle):
         done, cursor = 0, "0-0"
@@ -228,6 +241,9 @@ CATALOGUE = [
           blame="recover_own", says=("a peer",)),
     Wrong("recover_own carries on after a crash", lab02.check_recover_own, (make_recover_own("swallows crashes"),),
           blame="recover_own", says=("carried on", "propagate")),
+    Wrong("recover_own lists its entries with XPENDING and reads them with XRANGE (counts no delivery)",
+          lab02.check_recover_own, (recover_own_by_xpending,), blame="recover_own",
+          says=("die on it forever", "counts a delivery")),
     Wrong("claim_dead with min idle 0", lab02.check_claim_dead, (make_claim_dead("min idle 0"),),
           blame="claim_dead", says=("live consumer", "min_idle_ms")),
     Wrong("claim_dead ignores the cursor", lab02.check_claim_dead, (make_claim_dead("ignores the cursor"),),

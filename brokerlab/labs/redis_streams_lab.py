@@ -338,6 +338,33 @@ def check_recover_own(recover_own) -> None:
                "After the restart, read your history from 0 again: the entry you died on is still yours.",
                blame="recover_own")
 
+    # a consumer that crash-loops under its own name on a poison entry: each restart's recovery must count a
+    # delivery, or the entry never reaches max_deliveries and the consumer dies on it forever
+    with _fresh_stream("lab02-own-poison") as (r, stream):
+        c = Consumer(stream, "workers", "c1", batch=1)
+        poison = rs.add_entries(r, stream, 1)
+        _deliver(r, c, "c1", 1)
+        handle = Recorder(crash_always=set(poison))
+        for restarts in range(1, c.max_deliveries + 2):
+            try:
+                call(recover_own, r, c, handle, passthrough=(SimulatedCrash,))
+                break                                  # it settled the entry: no crash this time
+            except SimulatedCrash:
+                pass
+        still = rs.pending_of(r, stream, c.group, "c1")
+        delivered = still[0]["times_delivered"] if still else None
+        expect(not still or delivered > 1, f"c1 died on {poison[0]} and restarted under its name {restarts} "
+               f"times; each time recover_own handed it to handle, yet XPENDING still says it was delivered "
+               f"{delivered} time(s), so it can never reach max_deliveries={c.max_deliveries}: the consumer "
+               "will die on it forever", "Read your pending entries with XREADGROUP and an id (0): that read "
+               "counts a delivery. Listing them with XPENDING and fetching them with XRANGE counts nothing.",
+               blame="recover_own")
+        letters = [f.get("origin_id") for _, f in r.xrange(c.dead_letter)]
+        expect(letters == poison, f"c1 died on {poison[0]} and restarted under its name {restarts} times; "
+               f"XPENDING says delivered {delivered} time(s) (max_deliveries={c.max_deliveries}), and the "
+               f"dead-letter stream holds {letters}", "An entry delivered more than max_deliveries times goes to "
+               "the dead letters (process_entry).", blame="process_entry")
+
     # crash after every command, restart, count: nothing lost, duplicates only when work was done but not acked
     with _fresh_stream("lab02-own-kill") as (r, stream):
         c = Consumer(stream, "workers", "c1", batch=2)
