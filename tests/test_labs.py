@@ -163,6 +163,26 @@ def test_a_crashing_redis_client_dies_between_two_commands(r):
         with pipe.pipeline() as p:  # one MULTI/EXEC is one step: it all happens or none of it
             p.rpush(key, "e").rpush(key, "f").execute()
         assert r.lrange(key, 0, -1) == ["a", "b", "c", "e", "f"]
+        batched = faults.crashing_redis(1)
+        with batched.pipeline(transaction=False) as p:  # a plain pipeline is not atomic: it dies half-sent
+            with pytest.raises(faults.SimulatedCrash):
+                p.rpush(key, "g").rpush(key, "h").execute()
+        assert r.lrange(key, 0, -1) == ["a", "b", "c", "e", "f", "g"]
+    finally:
+        r.delete(key)
+
+
+def test_an_interrupting_redis_client_lets_a_peer_run_between_two_commands(r):
+    from brokerlab import run_name
+
+    key = run_name("lab-race")
+    try:
+        racing = faults.interrupting_redis(1, lambda: r.rpush(key, "peer"))
+        racing.rpush(key, "mine-1")
+        racing.rpush(key, "mine-2")  # the peer runs just before this one, once
+        racing.rpush(key, "mine-3")
+        racing.close()
+        assert r.lrange(key, 0, -1) == ["mine-1", "peer", "mine-2", "mine-3"]
     finally:
         r.delete(key)
 

@@ -1,5 +1,7 @@
 """Lab 01 checks against the real Redis: the solution passes; a catalogue of wrong implementations,
 each failing with the right message and blaming the right function; nothing is left behind."""
+import time
+
 import pytest
 
 from brokerlab import redis_queue as rq
@@ -65,13 +67,13 @@ def reap_exact(r, queue, live_workers, max_attempts=3):
     return result
 
 
-def reap_multi(r, queue, live_workers, max_attempts=3):
+def reap_multi(r, queue, live_workers, max_attempts=3, transaction=True):
     result = {"requeued": [], "dead": []}
     for key in _dead_lists(r, queue, live_workers):
         while (task := r.lindex(key, -1)) is not None:
             count = int(r.hget(rq.attempts_key(queue), task) or 0) + 1
             where = "dead" if count >= max_attempts else "requeued"
-            with r.pipeline(transaction=True) as p:
+            with r.pipeline(transaction=transaction) as p:
                 p.hincrby(rq.attempts_key(queue), task, 1)
                 if where == "dead":
                     p.lmove(key, rq.dead_letter_key(queue), "RIGHT", "LEFT")
@@ -80,6 +82,10 @@ def reap_multi(r, queue, live_workers, max_attempts=3):
                 p.execute()
             result[where].append(task)
     return result
+
+
+def reap_plain_pipeline(r, queue, live_workers, max_attempts=3):  # batched, not atomic: a crash splits it
+    return reap_multi(r, queue, live_workers, max_attempts, transaction=False)
 
 
 def test_the_solution_passes_every_check(capsys):
@@ -124,6 +130,16 @@ def fetch_copy(r, queue, worker, timeout=0.5):
 
 def fetch_no_wait(r, queue, worker, timeout=0.5):
     return r.lmove(queue, rq.processing_key(queue, worker), "RIGHT", "LEFT")
+
+
+def fetch_polling(r, queue, worker, timeout=0.5):  # waits, but by polling LMOVE in a sleep loop
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):  # bounded, like every loop in the course
+        task = r.lmove(queue, rq.processing_key(queue, worker), "RIGHT", "LEFT")
+        if task is not None or time.monotonic() >= deadline:
+            return task
+        time.sleep(0.05)
+    return None
 
 
 def fetch_lpush_first(r, queue, worker, timeout=0.5):  # stores a copy first, then removes: a crash duplicates
@@ -236,6 +252,8 @@ CATALOGUE = [
           ("still in the queue",)),
     Wrong("fetch: copy first, remove later duplicates in a crash", redis_lab.check_fetch, (fetch_lpush_first,),
           "fetch", ("two places",)),
+    Wrong("fetch: waits by polling LMOVE in a sleep loop", redis_lab.check_fetch, (fetch_polling,), "fetch",
+          ("blocking command",)),
     Wrong("fetch: does not wait (LMOVE)", redis_lab.check_fetch, (fetch_no_wait,), "fetch", ("arrived", "blocking")),
     Wrong("fetch: a crash in the learner's helper is blamed on the helper", redis_lab.check_fetch,
           (fetch_crashes_in_a_helper,), "_pick", ("raised",)),
@@ -257,6 +275,8 @@ CATALOGUE = [
           "reap", ("first time",)),
     Wrong("stretch: count then move in two commands over-counts after a crash", redis_lab.check_exact_reap,
           (reap, "front"), "reap_exact", ("attempts hash",)),
+    Wrong("stretch: count and move in a pipeline without MULTI/EXEC", redis_lab.check_exact_reap,
+          (reap_plain_pipeline, "front"), "reap_exact", ("attempts hash",)),
     Wrong("stretch: RPOP then RPUSH loses a task", redis_lab.check_exact_reap, (reap_rpop_rpush, "front"),
           "reap_exact", ("lost",)),
 ]

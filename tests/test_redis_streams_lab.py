@@ -30,7 +30,7 @@ def make_process_entry(processed="keep", bug=None):
                 r.xadd(c.dead_letter, letter)
                 r.xack(c.stream, c.group, entry_id)
                 return "dead"
-            with r.pipeline(transaction=True) as tx:
+            with r.pipeline(transaction=(bug != "dead letter in a plain pipeline")) as tx:
                 tx.xadd(c.dead_letter, letter)
                 tx.xack(c.stream, c.group, entry_id)
                 tx.execute()
@@ -88,6 +88,19 @@ def make_recover_own(bug=None):
 recover_own = make_recover_own()
 
 
+def recover_own_by_xpending(r, c, handle):  # finds its entries, but XPENDING + XRANGE count no delivery
+    done = 0
+    for _ in range(1000):
+        mine = r.xpending_range(c.stream, c.group, min="-", max="+", count=c.batch, consumername=c.name)
+        if not mine:
+            return done
+        for pending in mine:
+            [(entry_id, fields)] = r.xrange(c.stream, min=pending["message_id"], max=pending["message_id"])
+            process_entry(r, c, entry_id, fields, handle)
+            done += 1
+    return done
+
+
 def make_claim_dead(bug=None):
     def claim_dead(r, c, handle):
         done, cursor = 0, "0-0"
@@ -143,6 +156,25 @@ def apply_always(r, ledger, entry_id, amount):
     r.hincrby(ledger, "balance", amount)
 
 
+def apply_check_then_multi(r, ledger, entry_id, amount):  # crash-safe, but two deliveries at once both pass
+    if r.sismember(f"{ledger}:applied", entry_id):
+        return
+    with r.pipeline(transaction=True) as both:
+        both.sadd(f"{ledger}:applied", entry_id)
+        both.hincrby(ledger, "balance", amount)
+        both.execute()
+
+
+def apply_watched(r, ledger, entry_id, amount):  # WATCH/MULTI/EXEC: a right answer the race check must accept
+    def apply(pipe):
+        if pipe.sismember(f"{ledger}:applied", entry_id):
+            return
+        pipe.multi()
+        pipe.sadd(f"{ledger}:applied", entry_id)
+        pipe.hincrby(ledger, "balance", amount)
+    r.transaction(apply, f"{ledger}:applied")
+
+
 # --- the solution passes ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("processed", lab02.PROCESSED_CHOICES)
@@ -156,6 +188,21 @@ def test_the_solution_passes_every_other_check(capsys):
     passes(lab02.check_consume, consume)
     passes(lab02.check_apply_once, apply_once)
     assert capsys.readouterr().out.count("✔") == 4
+
+
+def apply_marks_in_the_ledger(r, ledger, entry_id, amount):  # right too: the marks live in the ledger hash
+    script = """
+    if redis.call('HSETNX', KEYS[1], 'applied:' .. ARGV[1], 1) == 1 then
+      return redis.call('HINCRBY', KEYS[1], 'balance', ARGV[2])
+    end
+    return false
+    """
+    return r.eval(script, 1, ledger, entry_id, amount)
+
+
+@pytest.mark.parametrize("right", [apply_watched, apply_marks_in_the_ledger])
+def test_other_right_apply_once_solutions_pass(right):
+    passes(lab02.check_apply_once, right)
 
 
 # --- the catalogue ---------------------------------------------------------------------------------------
@@ -178,6 +225,9 @@ CATALOGUE = [
     Wrong("dead-letter copy and XACK in two commands", lab02.check_process_entry,
           (make_process_entry(bug="dead letter in two commands"), "keep"), blame="process_entry",
           says=("2 times", "multi/exec")),
+    Wrong("dead-letter copy and XACK in a pipeline without MULTI/EXEC", lab02.check_process_entry,
+          (make_process_entry(bug="dead letter in a plain pipeline"), "keep"), blame="process_entry",
+          says=("2 times", "multi/exec")),
     Wrong("decided delete, only acks", lab02.check_process_entry,
           (make_process_entry("delete", bug="forgets to delete"), "delete"), blame="process_entry",
           says=("still in the stream",)),
@@ -191,6 +241,9 @@ CATALOGUE = [
           blame="recover_own", says=("a peer",)),
     Wrong("recover_own carries on after a crash", lab02.check_recover_own, (make_recover_own("swallows crashes"),),
           blame="recover_own", says=("carried on", "propagate")),
+    Wrong("recover_own lists its entries with XPENDING and reads them with XRANGE (counts no delivery)",
+          lab02.check_recover_own, (recover_own_by_xpending,), blame="recover_own",
+          says=("die on it forever", "counts a delivery")),
     Wrong("claim_dead with min idle 0", lab02.check_claim_dead, (make_claim_dead("min idle 0"),),
           blame="claim_dead", says=("live consumer", "min_idle_ms")),
     Wrong("claim_dead ignores the cursor", lab02.check_claim_dead, (make_claim_dead("ignores the cursor"),),
@@ -203,6 +256,8 @@ CATALOGUE = [
           says=("died after its command 1", "one step")),
     Wrong("apply_once: effect, then mark", lab02.check_apply_once, (apply_effect_first,), blame="apply_once",
           says=("died after its command", "one step")),
+    Wrong("apply_once: check, then mark and effect in MULTI (two deliveries at once)", lab02.check_apply_once,
+          (apply_check_then_multi,), blame="apply_once", says=("at once", "one step")),
     Wrong("apply_once: no mark at all", lab02.check_apply_once, (apply_always,), blame="apply_once",
           says=("redelivery", "not be applied again")),
 ]

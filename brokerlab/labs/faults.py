@@ -4,8 +4,11 @@ A process can die between any two commands it sends.  `crashing_redis(steps)` gi
 function a real Redis client that sends the first `steps` commands and then dies: the next
 command raises SimulatedCrash and the connection is closed, so Redis sees exactly what it would
 see of a SIGKILL at that point.  A MULTI/EXEC pipeline and a Lua script are one command each
-(that is what makes them atomic).  `count_commands` runs a function once on a counting client, so
-a check can crash it after each of its steps in turn.
+(that is what makes them atomic); a plain pipeline (transaction=False) is as many steps as it has
+commands.  `count_commands` runs a function once on a counting client, so a check can crash it after
+each of its steps in turn.  `interrupting_redis(steps, peer)` does not die:
+after `steps` commands it runs `peer()` (say, the same function on another connection, as a concurrent
+redelivery would) and then carries on, so a check can show a check-then-act race deterministically.
 """
 from __future__ import annotations
 
@@ -22,11 +25,15 @@ def _crashing_class(base):
         budget: int | None = None
         sent: int = 0
         commands: list
+        peer = None  # set: at the budget, run peer() once instead of dying
 
         def _step(self, name: str) -> None:
             if self.budget is not None and self.sent >= self.budget:
-                self.connection_pool.disconnect()
-                raise SimulatedCrash(f"the worker died before sending {name} (after {self.sent} command(s))")
+                if self.peer is None:
+                    self.connection_pool.disconnect()
+                    raise SimulatedCrash(f"the worker died before sending {name} (after {self.sent} command(s))")
+                peer, self.peer, self.budget = self.peer, None, None   # interrupted once, then carries on
+                peer()
             self.sent += 1
             self.commands.append(name)
 
@@ -40,8 +47,26 @@ def _crashing_class(base):
             execute = pipe.execute
 
             def counted_execute(raise_on_error=True):
-                if pipe.command_stack:
-                    client._step("MULTI/EXEC" if pipe.transaction else "PIPELINE")
+                if not pipe.command_stack:
+                    return execute(raise_on_error)
+                if pipe.transaction:
+                    client._step("MULTI/EXEC")
+                    return execute(raise_on_error)
+                # a plain pipeline only batches the sending: Redis runs its commands one by one, and a
+                # process can die after sending part of the batch, so each command is a step of its own
+                names = [str(args[0]).upper() for args, _options in pipe.command_stack]
+                room = len(names)
+                if client.budget is not None and client.peer is None:
+                    room = max(client.budget - client.sent, 0)
+                if room < len(names):
+                    pipe.command_stack = pipe.command_stack[:room]
+                    for name in names[:room]:
+                        client._step(name)
+                    if room:
+                        execute(raise_on_error)       # the part that left the process before it died
+                    client._step(names[room])         # dies here
+                for name in names:
+                    client._step(name)
                 return execute(raise_on_error)
 
             pipe.execute = counted_execute
@@ -60,6 +85,14 @@ def crashing_redis(steps: int | None, **options):
     return client
 
 
+def interrupting_redis(steps: int, peer, **options):
+    """A client like crashing_redis(steps) that, instead of dying, runs peer() once before its
+    (steps+1)-th command and then carries on."""
+    client = crashing_redis(steps, **options)
+    client.peer = peer
+    return client
+
+
 def count_commands(function, *args, **kwargs) -> tuple[object, list[str]]:
     """Run function(r, *args) on a counting client; return (its result, the commands it sent)."""
     client = crashing_redis(None)
@@ -69,4 +102,4 @@ def count_commands(function, *args, **kwargs) -> tuple[object, list[str]]:
         client.close()
 
 
-__all__ = ["SimulatedCrash", "count_commands", "crashing_redis"]
+__all__ = ["SimulatedCrash", "count_commands", "crashing_redis", "interrupting_redis"]

@@ -71,8 +71,9 @@ def _queue_info(name: str) -> dict | None:
 
 
 @lab.check("rabbitmq",
-           idea="RabbitMQ 4 keeps queues that outlive their connection only if they are durable; a queue that "
-                "should vanish with its connection is exclusive. And a publisher confirm means the broker took "
+           idea="In RabbitMQ 4 a queue that outlives its connection should be durable (transient shared queues "
+                "are deprecated: still allowed in 4.0, refused by default from 4.3); a queue that should vanish "
+                "with its connection is exclusive. And a publisher confirm means the broker took "
                 "the message, not that any queue got it.",
            code="channel.queue_declare(queue=name, durable=...) or (..., exclusive=True). "
                 "channel.basic_publish(exchange='', routing_key=queue, body=body, mandatory=..., "

@@ -29,6 +29,7 @@ from .faults import SimulatedCrash, count_commands, crashing_redis
 lab = Lab("01 · a reliable Redis queue")
 hint = lab.hint
 
+BLOCKING = {"BLMOVE", "BRPOPLPUSH", "BLMPOP", "BRPOP", "BLPOP"}  # commands that wait in Redis
 MAX_CRASH_POINTS = 60  # enough for 6 rescued tasks x 3 commands; spread evenly beyond that
 
 
@@ -151,6 +152,14 @@ def check_fetch(fetch) -> None:
                "times out there is no task: return None.", blame="fetch")
         expect(waited < 2.0, f"fetch(timeout=0.5) on an empty queue took {waited:.1f} s",
                "Pass `timeout` through to the blocking command.", blame="fetch")
+        # waiting happens in Redis: a fetch that polls (a non-blocking command in a sleep loop) also passes the
+        # timing above, but sends a command per turn and adds up to one sleep of latency to every task
+        _, waiting_commands = count_commands(lambda c: call(fetch, c, queue, "w4", 0.5))
+        expect(any(name in BLOCKING for name in waiting_commands) and len(waiting_commands) <= 3,
+               f"fetch(timeout=0.5) on an empty queue sent {len(waiting_commands)} command(s) "
+               f"({' then '.join(waiting_commands[:6])}{' ...' if len(waiting_commands) > 6 else ''}), expected "
+               "one blocking command that waits in Redis", "Do not poll: let Redis wait for you with a "
+               "blocking command, given the timeout.", blame="fetch")
     passed("fetch moves the oldest task into the worker's processing list in one step, blocks up to timeout, "
            f"and a crash after any of its {len(commands)} command(s) loses nothing")
 

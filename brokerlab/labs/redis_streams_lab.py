@@ -30,12 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 
+from redis.exceptions import WatchError
+
 from .. import redis_streams as rs
 from ..clients import redis_client
 from ..waiting import wait_for
 from ..workers import BoundedWorkers
 from .checking import Lab, call, decided, expect, passed
-from .faults import SimulatedCrash, count_commands, crashing_redis
+from .faults import SimulatedCrash, count_commands, crashing_redis, interrupting_redis
 
 lab = Lab("02 · a Redis Streams consumer that survives crashes")
 hint = lab.hint
@@ -336,6 +338,33 @@ def check_recover_own(recover_own) -> None:
                "After the restart, read your history from 0 again: the entry you died on is still yours.",
                blame="recover_own")
 
+    # a consumer that crash-loops under its own name on a poison entry: each restart's recovery must count a
+    # delivery, or the entry never reaches max_deliveries and the consumer dies on it forever
+    with _fresh_stream("lab02-own-poison") as (r, stream):
+        c = Consumer(stream, "workers", "c1", batch=1)
+        poison = rs.add_entries(r, stream, 1)
+        _deliver(r, c, "c1", 1)
+        handle = Recorder(crash_always=set(poison))
+        for restarts in range(1, c.max_deliveries + 2):
+            try:
+                call(recover_own, r, c, handle, passthrough=(SimulatedCrash,))
+                break                                  # it settled the entry: no crash this time
+            except SimulatedCrash:
+                pass
+        still = rs.pending_of(r, stream, c.group, "c1")
+        delivered = still[0]["times_delivered"] if still else None
+        expect(not still or delivered > 1, f"c1 died on {poison[0]} and restarted under its name {restarts} "
+               f"times; each time recover_own handed it to handle, yet XPENDING still says it was delivered "
+               f"{delivered} time(s), so it can never reach max_deliveries={c.max_deliveries}: the consumer "
+               "will die on it forever", "Read your pending entries with XREADGROUP and an id (0): that read "
+               "counts a delivery. Listing them with XPENDING and fetching them with XRANGE counts nothing.",
+               blame="recover_own")
+        letters = [f.get("origin_id") for _, f in r.xrange(c.dead_letter)]
+        expect(letters == poison, f"c1 died on {poison[0]} and restarted under its name {restarts} times; "
+               f"XPENDING says delivered {delivered} time(s) (max_deliveries={c.max_deliveries}), and the "
+               f"dead-letter stream holds {letters}", "An entry delivered more than max_deliveries times goes to "
+               "the dead letters (process_entry).", blame="process_entry")
+
     # crash after every command, restart, count: nothing lost, duplicates only when work was done but not acked
     with _fresh_stream("lab02-own-kill") as (r, stream):
         c = Consumer(stream, "workers", "c1", batch=2)
@@ -489,7 +518,8 @@ def check_apply_once(apply_once) -> None:
         for entry_id, amount in payments:
             call(apply_once, r, ledger, entry_id, amount)
         call(apply_once, r, ledger, payments[1][0], payments[1][1])       # a redelivery
-        total = sum(int(v) for v in r.hvals(ledger)) if r.type(ledger) == "hash" else None
+        # the field `balance` only: a solution may keep its "applied" marks in the same hash
+        total = int(r.hget(ledger, "balance") or 0) if r.type(ledger) == "hash" else None
         expect(total is not None, f"after apply_once the ledger key {ledger} is a {r.type(ledger)}, "
                "expected a hash of balances", "Apply the amount with HINCRBY on the `ledger` hash (field 'balance').",
                blame="apply_once")
@@ -505,11 +535,30 @@ def check_apply_once(apply_once) -> None:
                    f"redelivery the balance is {got!r}, expected '10'", "Between your commands the 'applied' "
                    "mark and the effect disagree. Make them one step (a Lua script, or WATCH/MULTI/EXEC).",
                    blame="apply_once")
+        # a concurrent redelivery (a claim taken from a slow, live consumer): another call with the same id
+        # runs to completion between two of this call's commands; the amount must still be applied once
+        for k in range(1, len(commands)):
+            target = f"{ledger}:race{k}"
+            peer = lambda target=target: call(apply_once, r, target, "9-0", 10, passthrough=(WatchError,))
+            racing = interrupting_redis(k, peer)
+            try:
+                call(apply_once, racing, target, "9-0", 10, passthrough=(WatchError,))
+            except WatchError:
+                pass                    # WATCH saw the other call's write and refused: the entry stays pending
+            finally:
+                racing.close()
+            got = r.hget(target, "balance")
+            expect(got == "10", f"two deliveries of the same entry ran at once: one apply_once ran completely "
+                   f"between this one's command {k} and {k + 1} ({' then '.join(commands)}); the balance is "
+                   f"{got!r}, expected '10'", "Checking the mark and then writing is two steps: another "
+                   "delivery of the same entry can pass the check in between. Decide and apply in one step "
+                   "(a Lua script, or WATCH/MULTI/EXEC).", blame="apply_once")
     finally:
         for key in r.scan_iter(match=ledger + "*", count=1000):
             r.delete(key)
         r.close()
-    passed("each entry's effect applied once: redeliveries and crashes between any two commands change nothing")
+    passed("each entry's effect applied once: redeliveries, concurrent deliveries and crashes between any two "
+           "commands change nothing")
 
 
 __all__ = ["Consumer", "PROCESSED_CHOICES", "Recorder", "check_apply_once", "check_claim_dead", "check_consume",
