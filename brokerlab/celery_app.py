@@ -1,17 +1,31 @@
-"""A Celery app factory with timeouts, and a real `celery worker` run as a bounded subprocess.
+"""A Celery app factory with timeouts, and Celery's own `celery worker` run as a bounded subprocess.
 
 Celery's defaults suit production (retry the broker forever, 120 s socket
 timeouts, 20 result-backend retries); in a course they turn a stopped broker
-into a hang.  These settings make every call fail within seconds instead.
+into a hang.  These settings make every call fail within seconds instead, and
+`delay()` on a stopped or frozen broker raises the course's BrokerUnavailable.
+
+Per-run isolation (`make_app(..., per_run=True)`): notebooks run in parallel
+against one Redis, so an app gets a run id (shared with the workers it starts
+through an environment variable) and every key it creates carries it: its
+default queue, kombu's unacked bookkeeping (so a short visibility timeout never
+re-delivers another run's tasks) and its result keys.  `forget_run(app)` deletes them.
+
+Workers: `start_worker(...)` returns a running, ready `WorkerHandle`; `stop()` ends
+it (warm, then SIGKILL), `kill()` is a crash (SIGKILL to the whole process group),
+`log()` shows its output.  Every handle is also stopped at interpreter exit, and the
+worker carries PR_SET_PDEATHSIG, so it dies with the kernel that started it.
 """
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,32 +36,82 @@ from .errors import StackError
 from .runs import run_name
 
 BROKER_DB, RESULT_DB = 1, 2  # Celery's keys stay out of the lessons' database 0
+VISIBILITY_TIMEOUT = 3600    # Celery's own default on Redis (1 h); per-run apps pass a short one
 
 
-def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoints | None = None, **config):
-    """Celery(main) on Redis (broker='redis') or RabbitMQ (broker='amqp'), results in Redis."""
+def run_id_variable(main: str) -> str:
+    return f"BROKERLAB_CELERY_RUN_{''.join(c if c.isalnum() else '_' for c in main).upper()}"
+
+
+def run_id(main: str) -> str:
+    """This run's id for the app `main`: made once per kernel and put in the environment,
+    so every worker the kernel starts (a child process) uses the same one."""
+    return os.environ.setdefault(run_id_variable(main), run_name(main))
+
+
+def course_task_class():
+    """Celery's Task with one change: a broker that does not answer raises BrokerUnavailable
+    (naming Redis or RabbitMQ, the address and the start command) instead of kombu's OperationalError."""
+    from celery import Task
+
+    class CourseTask(Task):
+        def apply_async(self, *args, **kwargs):
+            try:
+                return super().apply_async(*args, **kwargs)
+            except Exception as exc:
+                raise _as_unavailable(self.app, exc) from exc
+
+    return CourseTask
+
+
+def _as_unavailable(app, exc: Exception) -> Exception:
+    import kombu.exceptions
+    import redis
+
+    from .clients import unavailable
+
+    if not isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
+                            redis.exceptions.TimeoutError, ConnectionError, TimeoutError, OSError)):
+        return exc
+    ep: Endpoints = app.course_endpoints
+    broker = "rabbitmq" if app.conf.broker_url.startswith("amqp") else "redis"
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return unavailable(broker, f"Celery could not send the task: {reason}", ep=ep)
+
+
+def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoints | None = None,
+             per_run: bool = False, visibility_timeout: float | None = None, **config):
+    """Celery(main) on Redis (broker='redis') or RabbitMQ (broker='amqp'), results in Redis.
+
+    per_run=True: the default queue, kombu's unacked keys and the result keys are named after
+    `run_id(main)` (app.course_run), so parallel runs never see each other's tasks.
+    visibility_timeout: seconds before Redis re-delivers a task nobody acknowledged (Celery's default: 1 h)."""
     from celery import Celery
 
     ep = ep or current()
     redis_base = f"redis://{ep.host}:{ep.ports['redis']}"
     broker_url = {"redis": f"{redis_base}/{BROKER_DB}", "amqp": ep.amqp_url}[broker]
-    app = Celery(main, broker=broker_url, backend=f"{redis_base}/{RESULT_DB}" if results else None)
+    app = Celery(main, broker=broker_url, backend=f"{redis_base}/{RESULT_DB}" if results else None,
+                 task_cls=course_task_class())
+    app.course_endpoints = ep
+    transport = {
+        "socket_timeout": timeouts.REPLY, "socket_connect_timeout": timeouts.CONNECT,
+        "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
+    }
+    result_transport: dict = {"retry_policy": {"timeout": timeouts.REPLY}}
     app.conf.update(
         # the worker exits instead of retrying a dead broker forever
         broker_connection_retry_on_startup=False,
         broker_connection_max_retries=3,
         broker_connection_timeout=timeouts.REPLY,
-        broker_transport_options={
-            "socket_timeout": timeouts.REPLY, "socket_connect_timeout": timeouts.CONNECT,
-            "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
-        },
+        broker_transport_options=transport,
         # delay() tries once more, then raises
         task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
         # the Redis result backend: short socket timeouts, no 20-fold retry
         redis_socket_timeout=timeouts.REPLY,
         redis_socket_connect_timeout=timeouts.CONNECT,
         redis_retry_on_timeout=False,
-        result_backend_transport_options={"retry_policy": {"timeout": timeouts.REPLY}},
+        result_backend_transport_options=result_transport,
         result_expires=3600,
         # what the lessons observe: STARTED states and task events (Celery's own monitoring feed)
         task_track_started=True,
@@ -55,72 +119,303 @@ def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoin
         worker_send_task_events=True,
         worker_hijack_root_logger=False,
     )
+    app.course_run = None
+    if per_run:
+        run = run_id(main)
+        app.course_run = run
+        if broker == "redis":
+            transport.update(
+                # kombu keeps delivered-but-unacknowledged messages in one hash and one sorted set per
+                # database; per-run names keep our visibility timeout away from other runs' messages
+                unacked_key=f"{run}.unacked", unacked_index_key=f"{run}.unacked_index",
+                unacked_mutex_key=f"{run}.unacked_mutex",
+                # look for overdue messages every second (kombu's default sweep is every ~100 s)
+                unacked_restore_interval=1, unacked_restore_throttle=1,
+            )
+        result_transport["global_keyprefix"] = f"{run}:"
+        app.conf.task_default_queue = run
+    if visibility_timeout is not None:
+        transport["visibility_timeout"] = visibility_timeout
     app.conf.update(config)
     return app
 
 
+def run_keys(app) -> dict[int, list[str]]:
+    """Every Redis key of this app's run, by database (SCAN, never KEYS)."""
+    from .clients import redis_client
+
+    run = app.course_run
+    if not run:
+        raise ValueError("run_keys needs an app made with per_run=True")
+    found = {}
+    for db in (BROKER_DB, RESULT_DB):
+        client = redis_client(db=db, ep=app.course_endpoints)
+        try:
+            found[db] = sorted({*client.scan_iter(match=f"{run}*", count=500),
+                                *client.scan_iter(match=f"_kombu.binding.{run}*", count=500)})
+        finally:
+            client.close()
+    return found
+
+
+def forget_run(app) -> int:
+    """Delete every key of this app's run (queues, bindings, unacked bookkeeping, results); returns how many."""
+    from .clients import redis_client
+
+    deleted = 0
+    for db, keys in run_keys(app).items():
+        if keys:
+            client = redis_client(db=db, ep=app.course_endpoints)
+            try:
+                deleted += client.delete(*keys)
+            finally:
+                client.close()
+    return deleted
+
+
+# --- workers -----------------------------------------------------------------------------
+
+_live: set["WorkerHandle"] = set()
+_live_lock = threading.Lock()
+
+
+def _die_with_parent():
+    """A function for Popen(preexec_fn=...): the worker gets SIGKILL when the thread that started it
+    (a notebook kernel's main thread) dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG).
+    Prepared before the fork: the child must not import anything."""
+    if not sys.platform.startswith("linux"):
+        return None  # elsewhere the atexit handler and stop() still apply
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return set_pdeathsig
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of pid (Linux /proc)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    from .stack.procs import pid_alive
+
+    return pid_alive(pid)
+
+
 class WorkerHandle:
-    def __init__(self, process: subprocess.Popen, nodename: str, log_file: Path):
-        self.process = process
-        self.nodename = nodename
-        self.log_file = log_file
+    """One `celery worker` process (and its pool's child processes, with prefork)."""
+
+    def __init__(self, app_module: str, *, concurrency: int = 2, pool: str = "threads",
+                 queues: list[str] | None = None, name: str | None = None, cwd: str | Path | None = None,
+                 extra_args: list[str] | None = None, events: bool = True, env: dict | None = None):
+        self.app_module = app_module
+        self.cwd = Path(cwd or os.getcwd())
+        if str(self.cwd) not in sys.path:
+            sys.path.insert(0, str(self.cwd))
+        self.app = importlib.import_module(app_module).app
+        self.name = name or run_name("worker")
+        self.nodename = f"{self.name}@{socket.gethostname()}"
+        self.pool, self.concurrency = pool, concurrency
+        self.queues = list(queues) if queues else None
+        log_dir = self.cwd / ".celery-logs"
+        log_dir.mkdir(exist_ok=True)
+        self.log_file = log_dir / f"{self.name}.log"
+        self.command = [sys.executable, "-m", "celery", "-A", app_module, "worker", "--loglevel=INFO",
+                        f"--pool={pool}", f"--concurrency={concurrency}", "-n", self.nodename,
+                        "--without-gossip", "--without-mingle",
+                        *(["-E"] if events else []),
+                        *(["-Q", ",".join(self.queues)] if self.queues else []), *(extra_args or [])]
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen | None = None
+        self.started_at: float | None = None
+        self.ready_after: float | None = None
+        self.pids_seen: set[int] = set()
+
+    # --- life cycle ---------------------------------------------------------------------
+    def start(self) -> "WorkerHandle":
+        """Start the process (does not wait: `wait_ready()` does)."""
+        with open(self.log_file, "wb") as out:
+            self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, cwd=self.cwd, env=self.env,
+                                            start_new_session=True, preexec_fn=_die_with_parent())
+        self.started_at = time.monotonic()
+        with _live_lock:
+            _live.add(self)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> "WorkerHandle":
+        """Ready means the worker answers a control ping addressed to it."""
+        deadline = time.monotonic() + timeout
+        last_error = None
+        while True:
+            if self.process.poll() is not None:
+                self._forget()
+                raise StackError(f"the Celery worker {self.nodename} exited with code "
+                                 f"{self.process.returncode}:\n{self.log()}")
+            try:
+                if self.app.control.ping(destination=[self.nodename], timeout=0.5):
+                    break
+            except Exception as exc:  # the broker itself may be down: the worker's log will say
+                last_error = exc
+                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                self.stop(warm=False)
+                raise StackError(f"the Celery worker {self.nodename} did not answer a ping within {timeout:.0f} s"
+                                 f"{f' ({last_error})' if last_error else ''}:\n{self.log()}")
+        self.ready_after = time.monotonic() - self.started_at
+        self.pids()
+        return self
+
+    def stop(self, warm: bool = True, timeout: float = 10.0) -> int | None:
+        """Warm shutdown (SIGTERM: finish the running tasks), SIGKILL to the whole group after `timeout`.
+        warm=False: SIGKILL at once.  Returns the exit code; safe to call twice."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            if warm:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill_group()
+        self._wait_pool_gone()
+        self._forget()
+        return self.process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the worker and its pool children at once: a crash, an OOM kill, a pulled plug."""
+        self.pids()
+        self._kill_group()
+        self._wait_pool_gone()
+        self._forget()
+        return self.process.returncode
+
+    def kill_child(self) -> int:
+        """SIGKILL one prefork pool child (the process running a task); the worker itself lives on."""
+        children = _children(self.process.pid)
+        if self.pool != "prefork" or not children:
+            raise StackError(f"{self.nodename} has no pool child process to kill (pool={self.pool})")
+        victim = children[0]
+        os.kill(victim, signal.SIGKILL)
+        return victim
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def _wait_pool_gone(self, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while any(_alive(pid) for pid in self.pids_seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.pids_seen:  # a pool child that outlived its parent: end it
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _forget(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+
+    # --- looking at it ------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pids(self) -> list[int]:
+        """The worker's pid and its pool children's pids (remembered, so stop() can prove they are gone)."""
+        if self.process is None:
+            return []
+        found = [self.process.pid, *_children(self.process.pid)] if self.alive else []
+        self.pids_seen.update(found)
+        return found
 
     def log(self, lines: int = 30) -> str:
+        """The last `lines` lines the worker wrote (its log file, kept after it stops)."""
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def kill(self) -> None:
-        """SIGKILL: the worker dies mid-task, as in a crash or an OOM kill."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+    def log_contains(self, text: str) -> bool:
+        return self.log_file.exists() and text in self.log_file.read_text(errors="replace")
+
+    def inspect(self, timeout: float = 1.0):
+        """`app.control.inspect()` addressed to this worker only (other runs' workers share the broker)."""
+        return self.app.control.inspect(destination=[self.nodename], timeout=timeout)
+
+    def __enter__(self) -> "WorkerHandle":
+        if self.process is None:
+            self.start().wait_ready()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else (f"exited {self.process.returncode}" if self.process else "not started")
+        return f"<celery worker {self.nodename} pool={self.pool} concurrency={self.concurrency} {state}>"
+
+
+def start_worker(app_module: str, *, ready_timeout: float = 30.0, **options) -> WorkerHandle:
+    """Start `celery -A app_module worker` and return once it answers a ping.  Stop it with `.stop()`."""
+    return WorkerHandle(app_module, **options).start().wait_ready(ready_timeout)
+
+
+def start_workers(app_module: str, *option_sets: dict, ready_timeout: float = 40.0) -> list[WorkerHandle]:
+    """Start several workers at once (their start-ups overlap) and wait until each answers a ping."""
+    handles = [WorkerHandle(app_module, **options).start() for options in option_sets]
+    try:
+        for handle in handles:
+            handle.wait_ready(ready_timeout)
+    except BaseException:
+        for handle in handles:
+            handle.stop(warm=False)
+        raise
+    return handles
+
+
+def stop_all() -> None:
+    """Stop every worker this process started and has not stopped (cleanup cells, interpreter exit)."""
+    with _live_lock:
+        handles = list(_live)
+    for handle in handles:
+        handle.stop(warm=False)
+
+
+atexit.register(stop_all)
 
 
 @contextmanager
 def celery_worker(app_module: str, *, concurrency: int = 2, pool: str = "threads", queues: list[str] | None = None,
                   name: str | None = None, ready_timeout: float = 30.0, cwd: str | Path | None = None,
-                  extra_args: list[str] | None = None):
+                  extra_args: list[str] | None = None, **options):
     """Run Celery's own worker (`celery -A app_module worker`) for the duration of a with-block.
 
     Ready means the worker answers a control ping; leaving the block shuts it down
     (warm shutdown, then SIGKILL after 10 s), so no worker outlives the cell.
     """
-    cwd = Path(cwd or os.getcwd())
-    if str(cwd) not in sys.path:
-        sys.path.insert(0, str(cwd))
-    app = importlib.import_module(app_module).app
-    nodename = f"{name or run_name('worker')}@{socket.gethostname()}"
-    log_dir = cwd / ".celery-logs"
-    log_dir.mkdir(exist_ok=True)
-    log_file = log_dir / f"{nodename.split('@')[0]}.log"
-    command = [sys.executable, "-m", "celery", "-A", app_module, "worker", "--loglevel=INFO",
-               f"--pool={pool}", f"--concurrency={concurrency}", "-n", nodename,
-               "--without-gossip", "--without-mingle", *(["-Q", ",".join(queues)] if queues else []),
-               *(extra_args or [])]
-    with open(log_file, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=cwd, start_new_session=True)
-    handle = WorkerHandle(process, nodename, log_file)
+    handle = start_worker(app_module, concurrency=concurrency, pool=pool, queues=queues, name=name, cwd=cwd,
+                          extra_args=extra_args, ready_timeout=ready_timeout, **options)
     try:
-        deadline = time.monotonic() + ready_timeout
-        last_error = None
-        while True:
-            if process.poll() is not None:
-                raise StackError(f"the Celery worker exited with code {process.returncode}:\n{handle.log()}")
-            try:
-                if app.control.ping(destination=[nodename], timeout=0.5):
-                    break
-            except Exception as exc:  # the broker itself may be down: the worker's log will say
-                last_error = exc
-            if time.monotonic() > deadline:
-                raise StackError(f"the Celery worker did not answer a ping within {ready_timeout:.0f} s"
-                                 f"{f' ({last_error})' if last_error else ''}:\n{handle.log()}")
         yield handle
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)  # warm shutdown: finish running tasks
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        handle.stop()
