@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import kafka_tools
 from ..clients import kafka_admin
-from .base import LiveView
+from .base import LiveView, short_name
 
 
 class OffsetsView(LiveView):
@@ -18,6 +18,8 @@ class OffsetsView(LiveView):
     start, a lag of log end - log start."""
 
     columns = ("group", "partition", "log start", "committed", "log end", "lag")
+    bar_columns = ("lag",)          # offsets are positions, partition numbers are ids: no bars
+    blank_repeats = ("group",)
     interval = 0.3
 
     def __init__(self, topic: str, groups=(), admin=None):
@@ -31,6 +33,12 @@ class OffsetsView(LiveView):
         if group not in self.groups:
             self.groups.append(group)
         return self
+
+    @property
+    def chart(self) -> dict:
+        """Each group's total lag over this cell's history."""
+        return {f"lag {short_name(g)}": (lambda m, g=g: (m["groups"].get(g) or {}).get("lag") or 0)
+                for g in self.groups}
 
     def snapshot(self) -> dict:
         return kafka_tools.offsets_table(self.admin, self.topic, self.groups)

@@ -19,6 +19,8 @@ class QueueView(LiveView):
 
     title = "Redis work queue"
     columns = ("list", "length", "worker alive")
+    bar_columns = ("length",)
+    chart = {"waiting": lambda m: m["waiting"], "in flight": lambda m: m["in_flight"], "done": lambda m: m["done"]}
     interval = 0.2
 
     def __init__(self, queue: str, client=None):
@@ -61,6 +63,8 @@ class StreamView(LiveView):
     """
 
     columns = ("group", "last delivered", "lag", "consumer", "pending", "max deliveries")
+    bar_columns = ("lag", "pending")
+    blank_repeats = ("group", "last delivered", "lag")
     interval = 0.2
     max_pending_listed = 100  # XPENDING is paged; a lesson never needs more
 
@@ -96,10 +100,19 @@ class StreamView(LiveView):
 
     @property
     def title(self) -> str:
-        if not self.model:
+        return self.heading(self.model)
+
+    def heading(self, model: dict) -> str:
+        if not model:
             return f"Redis stream {self.stream}"
-        return (f"Redis stream {self.stream}: {self.model['length']} entries, "
-                f"first id {self.model['first_id']}, last id {self.model['last_id']}")
+        return (f"Redis stream {self.stream}: {model['length']} entries, "
+                f"first id {model['first_id']}, last id {model['last_id']}")
+
+    @property
+    def chart(self) -> dict:
+        """Each group's lag over this cell's history."""
+        return {f"lag {g}": (lambda m, g=g: (m["groups"].get(g) or {}).get("lag") or 0)
+                for g in self.model.get("groups", {})}
 
     def rows(self, model: dict) -> list[tuple]:
         if not model:

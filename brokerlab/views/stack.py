@@ -7,9 +7,19 @@ from .base import LiveView
 
 
 class StackView(LiveView):
+    """Which brokers answer, where, and what they hold: facts checked once, not a changing state, so the output
+    says when it was checked instead of pretending to be live. `watch(seconds)` waits (bounded) until every broker
+    answers, e.g. right after `stack up`, and shows the result under the running cell."""
+
     title = "Broker stack"
     columns = ("broker", "address", "up", "answer", "holding")
     interval = 1.0
+    live = False
+
+    def watch(self, seconds: float = 5.0, until=None, interval: float | None = None) -> dict:
+        if until is None:
+            until = lambda: all(m["up"] for m in self.model.values())  # noqa: E731
+        return super().watch(seconds, until=until, interval=interval)
 
     def __init__(self, brokers=BROKERS, ep: Endpoints | None = None):
         super().__init__()
