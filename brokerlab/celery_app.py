@@ -37,6 +37,7 @@ from .runs import run_name
 
 BROKER_DB, RESULT_DB = 1, 2  # Celery's keys stay out of the lessons' database 0
 VISIBILITY_TIMEOUT = 3600    # Celery's own default on Redis (1 h); per-run apps pass a short one
+RESULT_TIMEOUT = 1.5         # the result store's socket timeout: delay() on a frozen Redis fails in 2 x this
 
 
 def run_id_variable(main: str) -> str:
@@ -59,24 +60,48 @@ def course_task_class():
             try:
                 return super().apply_async(*args, **kwargs)
             except Exception as exc:
-                raise _as_unavailable(self.app, exc) from exc
+                clear = _as_unavailable(self.app, exc)
+                if clear is exc:
+                    raise
+                raise clear from exc
 
     return CourseTask
 
 
 def _as_unavailable(app, exc: Exception) -> Exception:
+    """exc, or the course's BrokerUnavailable when exc (or what caused it) is a connection failure."""
     import kombu.exceptions
     import redis
 
     from .clients import unavailable
 
-    if not isinstance(exc, (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
-                            redis.exceptions.TimeoutError, ConnectionError, TimeoutError, OSError)):
+    connection_errors = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError,
+                         redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+    cause, seen = exc, set()
+    while cause is not None and id(cause) not in seen and not isinstance(cause, connection_errors):
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if cause is None or id(cause) in seen:
         return exc
     ep: Endpoints = app.course_endpoints
     broker = "rabbitmq" if app.conf.broker_url.startswith("amqp") else "redis"
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     return unavailable(broker, f"Celery could not send the task: {reason}", ep=ep)
+
+
+def course_result_backend():
+    """Celery's Redis result backend whose connections do not retry on their own: redis-py 6+ retries a
+    failed connect 3 times with backoff, which, under Celery's own retry policy, turns a stopped Redis
+    into a 6 s wait.  Celery's retry policy (short, set in make_app) is the only one left."""
+    from celery.backends.redis import RedisBackend
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    class CourseRedisBackend(RedisBackend):
+        def _get_pool(self, **params):
+            return super()._get_pool(**params, retry=Retry(NoBackoff(), 0))
+
+    return CourseRedisBackend
 
 
 def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoints | None = None,
@@ -91,24 +116,26 @@ def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoin
     ep = ep or current()
     redis_base = f"redis://{ep.host}:{ep.ports['redis']}"
     broker_url = {"redis": f"{redis_base}/{BROKER_DB}", "amqp": ep.amqp_url}[broker]
-    app = Celery(main, broker=broker_url, backend=f"{redis_base}/{RESULT_DB}" if results else None,
-                 task_cls=course_task_class())
+    backend = f"brokerlab.celery_app:CourseRedisBackend+{redis_base}/{RESULT_DB}" if results else None
+    app = Celery(main, broker=broker_url, backend=backend, task_cls=course_task_class())
     app.course_endpoints = ep
     transport = {
         "socket_timeout": timeouts.REPLY, "socket_connect_timeout": timeouts.CONNECT,
         "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5,
     }
-    result_transport: dict = {"retry_policy": {"timeout": timeouts.REPLY}}
+    # a frozen Redis costs delay() one result-store timeout to subscribe and one more to reconnect
+    result_transport: dict = {"retry_policy": {"max_retries": 0, "timeout": RESULT_TIMEOUT}}
     app.conf.update(
         # the worker exits instead of retrying a dead broker forever
         broker_connection_retry_on_startup=False,
         broker_connection_max_retries=3,
         broker_connection_timeout=timeouts.REPLY,
         broker_transport_options=transport,
-        # delay() tries once more, then raises
-        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5},
+        # delay() raises at the first failure: a second try against a frozen broker would double the wait
+        # (a connection that went stale while Redis restarted is replaced by redis-py itself)
+        task_publish_retry_policy={"max_retries": 0},
         # the Redis result backend: short socket timeouts, no 20-fold retry
-        redis_socket_timeout=timeouts.REPLY,
+        redis_socket_timeout=RESULT_TIMEOUT,
         redis_socket_connect_timeout=timeouts.CONNECT,
         redis_retry_on_timeout=False,
         result_backend_transport_options=result_transport,
@@ -173,9 +200,17 @@ def forget_run(app) -> int:
     return deleted
 
 
+def __getattr__(name):  # Celery loads the backend class by name: made on first use (it imports Celery)
+    if name == "CourseRedisBackend":
+        global CourseRedisBackend
+        CourseRedisBackend = course_result_backend()
+        return CourseRedisBackend
+    raise AttributeError(name)
+
+
 # --- workers -----------------------------------------------------------------------------
 
-_live: set["WorkerHandle"] = set()
+_live: set["CeleryProcess"] = set()
 _live_lock = threading.Lock()
 
 
@@ -213,54 +248,146 @@ def _alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
-class WorkerHandle:
-    """One `celery worker` process (and its pool's child processes, with prefork)."""
+class CeleryProcess:
+    """One `celery -A app_module <command>` process (with prefork, also its pool's child processes)."""
 
-    def __init__(self, app_module: str, *, concurrency: int = 2, pool: str = "threads",
-                 queues: list[str] | None = None, name: str | None = None, cwd: str | Path | None = None,
-                 extra_args: list[str] | None = None, events: bool = True, env: dict | None = None):
+    command_name = "worker"
+
+    def __init__(self, app_module: str, *, name: str | None = None, cwd: str | Path | None = None,
+                 args: list[str] | None = None, env: dict | None = None):
         self.app_module = app_module
         self.cwd = Path(cwd or os.getcwd())
         if str(self.cwd) not in sys.path:
             sys.path.insert(0, str(self.cwd))
         self.app = importlib.import_module(app_module).app
-        self.name = name or run_name("worker")
-        self.nodename = f"{self.name}@{socket.gethostname()}"
-        self.pool, self.concurrency = pool, concurrency
-        self.queues = list(queues) if queues else None
+        self.name = name or run_name(self.command_name)
         log_dir = self.cwd / ".celery-logs"
         log_dir.mkdir(exist_ok=True)
         self.log_file = log_dir / f"{self.name}.log"
-        self.command = [sys.executable, "-m", "celery", "-A", app_module, "worker", "--loglevel=INFO",
-                        f"--pool={pool}", f"--concurrency={concurrency}", "-n", self.nodename,
-                        "--without-gossip", "--without-mingle",
-                        *(["-E"] if events else []),
-                        *(["-Q", ",".join(self.queues)] if self.queues else []), *(extra_args or [])]
+        self.command = [sys.executable, "-m", "celery", "-A", app_module, self.command_name, "--loglevel=INFO",
+                        *(args or [])]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.started_at: float | None = None
-        self.ready_after: float | None = None
         self.pids_seen: set[int] = set()
 
-    # --- life cycle ---------------------------------------------------------------------
-    def start(self) -> "WorkerHandle":
-        """Start the process (does not wait: `wait_ready()` does)."""
+    def start(self) -> "CeleryProcess":
+        """Start the process (does not wait for it to be ready)."""
         with open(self.log_file, "wb") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
                                             stdin=subprocess.DEVNULL, cwd=self.cwd, env=self.env,
                                             start_new_session=True, preexec_fn=_die_with_parent())
         self.started_at = time.monotonic()
+        self.pids_seen.add(self.process.pid)
         with _live_lock:
             _live.add(self)
         return self
 
+    def stop(self, warm: bool = True, timeout: float = 10.0) -> int | None:
+        """Warm shutdown (SIGTERM: a worker finishes its running tasks), SIGKILL to the whole process group
+        after `timeout`; warm=False: SIGKILL at once.  Returns the exit code; safe to call twice."""
+        if self.process is None:
+            return None
+        self.pids()
+        if self.process.poll() is None and warm:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        self._kill_group()
+        self._wait_all_gone()
+        self._forget()
+        return self.process.returncode
+
+    def kill(self) -> int:
+        """SIGKILL the process and its pool children at once: a crash, an OOM kill, a pulled plug."""
+        return self.stop(warm=False)
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)  # the group: the worker and its pool children
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(10)
+
+    def _wait_all_gone(self, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while any(_alive(pid) for pid in self.pids_seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in self.pids_seen:  # a child that left the group and outlived its parent: end it
+            if _alive(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def _forget(self) -> None:
+        with _live_lock:
+            _live.discard(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def pids(self) -> list[int]:
+        """The process's pid and its children's (remembered, so stop() can prove they are all gone)."""
+        if not self.alive:
+            return []
+        found = [self.process.pid, *_children(self.process.pid)]
+        self.pids_seen.update(found)
+        return found
+
+    def all_gone(self) -> bool:
+        """True when no process this handle ever saw is alive (the worker and every pool child)."""
+        return not any(_alive(pid) for pid in self.pids_seen)
+
+    def log(self, lines: int = 30) -> str:
+        """The last `lines` lines the process wrote (its log file, kept after it stops)."""
+        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_contains(self, text: str) -> bool:
+        return self.log_file.exists() and text in self.log_file.read_text(errors="replace")
+
+    def __enter__(self):
+        if self.process is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive else (f"exited {self.process.returncode}" if self.process else "not started")
+        return f"<celery {self.command_name} {self.name} {state}>"
+
+
+class WorkerHandle(CeleryProcess):
+    """A `celery worker`: ready when it answers a control ping addressed to it."""
+
+    def __init__(self, app_module: str, *, concurrency: int = 2, pool: str = "threads",
+                 queues: list[str] | None = None, name: str | None = None, cwd: str | Path | None = None,
+                 extra_args: list[str] | None = None, env: dict | None = None):
+        self.nodename = f"{name or run_name('worker')}@{socket.gethostname()}"
+        self.pool, self.concurrency = pool, concurrency
+        self.queues = list(queues) if queues else None
+        args = [f"--pool={pool}", f"--concurrency={concurrency}", "-n", self.nodename,
+                "--without-gossip", "--without-mingle", "-E",
+                *(["-Q", ",".join(self.queues)] if self.queues else []), *(extra_args or [])]
+        super().__init__(app_module, name=self.nodename.split("@")[0], cwd=cwd, args=args, env=env)
+        self.ready_after: float | None = None
+
     def wait_ready(self, timeout: float = 30.0) -> "WorkerHandle":
-        """Ready means the worker answers a control ping addressed to it."""
         deadline = time.monotonic() + timeout
         last_error = None
         while True:
             if self.process.poll() is not None:
-                self._forget()
+                self.stop(warm=False)
                 raise StackError(f"the Celery worker {self.nodename} exited with code "
                                  f"{self.process.returncode}:\n{self.log()}")
             try:
@@ -277,86 +404,17 @@ class WorkerHandle:
         self.pids()
         return self
 
-    def stop(self, warm: bool = True, timeout: float = 10.0) -> int | None:
-        """Warm shutdown (SIGTERM: finish the running tasks), SIGKILL to the whole group after `timeout`.
-        warm=False: SIGKILL at once.  Returns the exit code; safe to call twice."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            if warm:
-                self.process.send_signal(signal.SIGTERM)
-                try:
-                    self.process.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            self._kill_group()
-        self._wait_pool_gone()
-        self._forget()
-        return self.process.returncode
-
-    def kill(self) -> int:
-        """SIGKILL the worker and its pool children at once: a crash, an OOM kill, a pulled plug."""
-        self.pids()
-        self._kill_group()
-        self._wait_pool_gone()
-        self._forget()
-        return self.process.returncode
-
-    def kill_child(self) -> int:
-        """SIGKILL one prefork pool child (the process running a task); the worker itself lives on."""
-        children = _children(self.process.pid)
-        if self.pool != "prefork" or not children:
-            raise StackError(f"{self.nodename} has no pool child process to kill (pool={self.pool})")
-        victim = children[0]
+    def kill_child(self, pid: int | None = None) -> int:
+        """SIGKILL one prefork pool child (by default the first; pass the pid a task reported);
+        the worker itself lives on and replaces the child."""
+        children = _children(self.process.pid) if self.alive else []
+        if self.pool != "prefork" or not children or (pid is not None and pid not in children):
+            raise StackError(f"{self.nodename} has no pool child {pid or ''} to kill (pool={self.pool}, "
+                             f"children {children})")
+        victim = pid or children[0]
+        self.pids_seen.add(victim)
         os.kill(victim, signal.SIGKILL)
         return victim
-
-    def _kill_group(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-
-    def _wait_pool_gone(self, seconds: float = 10.0) -> None:
-        deadline = time.monotonic() + seconds
-        while any(_alive(pid) for pid in self.pids_seen) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in self.pids_seen:  # a pool child that outlived its parent: end it
-            if _alive(pid):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-
-    def _forget(self) -> None:
-        with _live_lock:
-            _live.discard(self)
-
-    # --- looking at it ------------------------------------------------------------------
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def pids(self) -> list[int]:
-        """The worker's pid and its pool children's pids (remembered, so stop() can prove they are gone)."""
-        if self.process is None:
-            return []
-        found = [self.process.pid, *_children(self.process.pid)] if self.alive else []
-        self.pids_seen.update(found)
-        return found
-
-    def log(self, lines: int = 30) -> str:
-        """The last `lines` lines the worker wrote (its log file, kept after it stops)."""
-        text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def log_contains(self, text: str) -> bool:
-        return self.log_file.exists() and text in self.log_file.read_text(errors="replace")
 
     def inspect(self, timeout: float = 1.0):
         """`app.control.inspect()` addressed to this worker only (other runs' workers share the broker)."""
@@ -367,12 +425,36 @@ class WorkerHandle:
             self.start().wait_ready()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     def __repr__(self) -> str:
         state = "running" if self.alive else (f"exited {self.process.returncode}" if self.process else "not started")
         return f"<celery worker {self.nodename} pool={self.pool} concurrency={self.concurrency} {state}>"
+
+
+class BeatHandle(CeleryProcess):
+    """`celery beat`: the scheduler that sends periodic tasks; its schedule file is its own."""
+
+    command_name = "beat"
+
+    def __init__(self, app_module: str, *, name: str | None = None, cwd: str | Path | None = None,
+                 env: dict | None = None):
+        name = name or run_name("beat")
+        cwd = Path(cwd or os.getcwd())
+        schedule = cwd / ".celery-logs" / f"{name}-schedule"
+        super().__init__(app_module, name=name, cwd=cwd, args=["-s", str(schedule), "--max-interval", "1"],
+                         env=env)
+        self.schedule_file = schedule
+
+    def stop(self, warm: bool = True, timeout: float = 5.0) -> int | None:
+        code = super().stop(warm, timeout)
+        for leftover in self.schedule_file.parent.glob(self.schedule_file.name + "*"):
+            leftover.unlink(missing_ok=True)
+        return code
+
+
+def start_beat(app_module: str, **options) -> BeatHandle:
+    """Start `celery -A app_module beat` (it sends the app's beat_schedule); stop it with `.stop()`.
+    There is no ping for beat: wait on what it sends."""
+    return BeatHandle(app_module, **options).start()
 
 
 def start_worker(app_module: str, *, ready_timeout: float = 30.0, **options) -> WorkerHandle:
