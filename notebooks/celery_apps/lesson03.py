@@ -194,3 +194,11 @@ def nap(self, log, seconds):
 @app.task(bind=True)
 def heartbeat(self, log, sender):
     journal.note(log, "beat", task=self, sender=sender)
+
+
+@app.task(bind=True, acks_late=True)
+def slow_late(self, log, label, seconds):
+    """`slow`, acknowledged after it returns: while it runs, a prefetch-1 worker takes nothing else."""
+    journal.note(log, "started", task=self, label=label)
+    time.sleep(seconds)
+    return label
