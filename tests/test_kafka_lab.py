@@ -1,129 +1,252 @@
-"""Lab 05 checks: pass a correct implementation, fail wrong ones with a hint (real Kafka)."""
+"""Lab 05 checks against the real Kafka: the solution passes; a catalogue of wrong implementations, each
+failing with the right message and blaming the right function; no topic or group is left behind."""
 import time
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 
 import brokerlab as bl
-from brokerlab.clients import kafka_consumer
+from brokerlab import kafka_tools as kt
+from brokerlab.clients import kafka_admin, kafka_consumer
 from brokerlab.labs import kafka_lab
-from brokerlab.labs.checking import LabCheckFailed
+from brokerlab.labs.catalogue import Wrong, fails_right, params, passes
 
 
-def manual_consumer(group_id):
+# --- the solution -------------------------------------------------------------------------------------
+
+def make_consumer(group_id):
     return kafka_consumer(group_id, **{"enable.auto.commit": False})
 
 
-def auto_consumer(group_id):
-    return kafka_consumer(group_id, **{"enable.auto.commit": True, "auto.commit.interval.ms": 100})
-
-
-def _loop(consumer, topic, handle, max_messages, seconds, commit_first=False, commit=True):
+def _loop(consumer, topic, handle, max_messages, seconds, every=1, commit_first=False, commit=None,
+          final=True, check_errors=True):
     consumer.subscribe([topic])
     deadline = time.monotonic() + seconds
-    handled = 0
+    handled, last = 0, None
+    commit = commit or (lambda msg: consumer.commit(message=msg, asynchronous=False))
     while handled < max_messages and time.monotonic() < deadline:
         msg = consumer.poll(0.2)
-        if msg is None or msg.error():
+        if msg is None or (check_errors and msg.error()):
             continue
-        if commit and commit_first:
-            consumer.commit(message=msg, asynchronous=False)
+        if commit_first:
+            commit(msg)
         handle(msg)
-        if commit and not commit_first:
-            consumer.commit(message=msg, asynchronous=False)
-        handled += 1
+        handled, last = handled + 1, msg
+        if not commit_first and handled % every == 0:
+            commit(msg)
+    if final and last is not None and handled % every:
+        consumer.commit(asynchronous=False)
     return handled
 
 
-def good(consumer, topic, handle, max_messages, seconds):
+def consume(consumer, topic, handle, max_messages, seconds):
     return _loop(consumer, topic, handle, max_messages, seconds)
 
 
-def commit_first(consumer, topic, handle, max_messages, seconds):
+def consume_in_threes(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, every=3)
+
+
+def apply_event(balances, account, event):
+    kind, amount = event.split()
+    balances[account] = balances.get(account, 0) + (int(amount) if kind == "deposit" else -int(amount))
+    return balances
+
+
+def make_rebuild(group_id=None, reset="earliest", commit=False, stop_at_first_eof=False, decode_key=True,
+                 check_errors=True, fold=None, max_events=None):
+    fold = fold or apply_event
+
+    def rebuild_balances(topic):
+        consumer = kafka_consumer(group_id or bl.run_name("lab05-test-rebuild"),
+                                  **{"auto.offset.reset": reset, "enable.partition.eof": True,
+                                     "enable.auto.commit": False})
+        try:
+            partitions = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
+            consumer.subscribe([topic])
+            balances, at_end, seen = {}, set(), 0
+            deadline = time.monotonic() + 8
+            while len(at_end) < partitions and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None:
+                    continue
+                if msg.error() and check_errors:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
+                        if stop_at_first_eof:
+                            break
+                    continue
+                key = msg.key().decode() if decode_key else msg.key()
+                fold(balances, key, msg.value().decode())
+                seen += 1
+                if max_events and seen >= max_events:
+                    break
+            if commit:
+                consumer.commit(asynchronous=False)
+            return balances
+        finally:
+            consumer.close()
+    return rebuild_balances
+
+
+rebuild_balances = make_rebuild()
+
+
+def make_storing_consumer(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": True, "enable.auto.offset.store": False})
+
+
+def consume_storing(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, final=False,
+                 commit=lambda msg: consumer.store_offsets(message=msg))
+
+
+def test_the_solution_passes_every_check_and_leaves_no_topic_or_group(capsys):
+    bl.require("kafka")
+    capsys.readouterr()
+    outcomes = [passes(kafka_lab.check_at_least_once, make_consumer, consume, 1)]
+    assert outcomes[0]["duplicates"] == 0 and not outcomes[0]["lost"]
+    outcomes.append(passes(kafka_lab.check_at_least_once, make_consumer, consume_in_threes, 3))
+    passes(kafka_lab.check_rebuild, rebuild_balances, apply_event, seed=1)
+    outcomes.append(passes(kafka_lab.check_stored_offsets, make_storing_consumer, consume_storing))
+    assert capsys.readouterr().out.count("✔") == 4
+    admin = kafka_admin()
+    groups = {g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(10).valid}
+    left = [g for g in groups if g.startswith("bl-lab05-test-rebuild-") or g in {o["group"] for o in outcomes}]
+    assert left == [], f"lab 05 checks left consumer groups behind: {left}"
+    assert not {o["topic"] for o in outcomes} & set(kt.topic_names(admin))
+
+
+# --- wrong implementations ----------------------------------------------------------------------------
+
+def not_written(*args):
+    raise NotImplementedError("your code here")
+
+
+def auto_commit_consumer(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": True, "auto.commit.interval.ms": 100})
+
+
+def eof_consumer(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": False, "enable.partition.eof": True})
+
+
+def commit_before_handling(consumer, topic, handle, max_messages, seconds):
     return _loop(consumer, topic, handle, max_messages, seconds, commit_first=True)
 
 
 def never_commits(consumer, topic, handle, max_messages, seconds):
-    return _loop(consumer, topic, handle, max_messages, seconds, commit=False)
+    return _loop(consumer, topic, handle, max_messages, seconds, commit=lambda msg: None, final=False)
 
 
-def swallows(consumer, topic, handle, max_messages, seconds):
+def swallows_the_crash(consumer, topic, handle, max_messages, seconds):
     try:
         return _loop(consumer, topic, handle, max_messages, seconds)
     except Exception:
         return 0
 
 
-def test_at_least_once_passes_a_correct_worker():
-    bl.require("kafka")
-    result = kafka_lab.check_at_least_once(manual_consumer, good)
-    assert set(result["handled"]) == {f"payment {i}" for i in range(10)} and result["duplicates"] == 0
+def commits_the_offset_of_the_message(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, final=False, commit=lambda msg: consumer.commit(
+        offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset())], asynchronous=False))
 
 
-@pytest.mark.parametrize("make, loop, hint", [
-    (manual_consumer, commit_first, "after handle"),
-    (auto_consumer, good, "enable.auto.commit=False"),
-    (manual_consumer, never_commits, "consumer.commit"),
-    (manual_consumer, swallows, "swallow"),
-])
-def test_at_least_once_fails_wrong_workers_with_a_hint(make, loop, hint):
-    with pytest.raises(LabCheckFailed) as failed:
-        kafka_lab.check_at_least_once(make, loop)
-    assert hint in failed.value.hint
+def commits_partition_zero_only(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, final=False, commit=lambda msg: consumer.commit(
+        offsets=[TopicPartition(msg.topic(), 0, msg.offset() + 1)], asynchronous=False))
 
 
-def test_untouched_exercise_fails_with_a_hint():
-    def make_consumer(group_id):
-        raise NotImplementedError("your code here")
-
-    with pytest.raises(LabCheckFailed, match="not written yet") as failed:
-        kafka_lab.check_at_least_once(make_consumer, good)
-    assert "kafka_consumer" in failed.value.hint
+def forgets_the_last_batch(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, every=4, final=False)
 
 
-def rebuild(topic, group_id=None, reset="earliest", commit=False):
-    consumer = kafka_consumer(group_id or bl.run_name("rebuild"),
-                              **{"auto.offset.reset": reset, "enable.partition.eof": True})
-    try:
-        partitions = len(consumer.list_topics(topic, timeout=5).topics[topic].partitions)
-        consumer.subscribe([topic])
-        balances, at_end = {}, set()
-        deadline = time.monotonic() + 8
-        while len(at_end) < partitions and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(msg.partition())
-                continue
-            kind, amount = msg.value().decode().split()
-            key = msg.key().decode()
-            balances[key] = balances.get(key, 0) + (int(amount) if kind == "deposit" else -int(amount))
-        if commit:
-            consumer.commit(asynchronous=False)
-        return balances
-    finally:
-        consumer.close()
+def hands_errors_to_handle(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, check_errors=False)
 
 
-def test_rebuild_passes_a_correct_replay():
-    assert kafka_lab.check_rebuild(rebuild, seed=1) == kafka_lab.check_rebuild(rebuild, seed=1)
+def unwritten_apply(balances, account, event):
+    raise NotImplementedError("your code here")
 
 
-def test_rebuild_fails_the_latest_trap():
-    with pytest.raises(LabCheckFailed, match="no balances") as failed:
-        kafka_lab.check_rebuild(lambda t: rebuild(t, reset="latest"), seed=2)
-    assert "earliest" in failed.value.hint
+def swapped_apply(balances, account, event):
+    kind, amount = event.split()
+    balances[account] = balances.get(account, 0) + (int(amount) if kind == "withdraw" else -int(amount))
+    return balances
 
 
-def test_rebuild_fails_a_fixed_group_that_resumes():
-    fixed = bl.run_name("fixed")
-    with pytest.raises(LabCheckFailed, match="second replay") as failed:
-        kafka_lab.check_rebuild(lambda t: rebuild(t, group_id=fixed, commit=True), seed=3)
-    assert "new group id" in failed.value.hint
+def storing_consumer_with_auto_store(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": True})
 
 
-def test_rebuild_fails_a_wrong_fold():
-    with pytest.raises(LabCheckFailed, match="differ"):
-        kafka_lab.check_rebuild(lambda t: {k: -v for k, v in rebuild(t).items()}, seed=4)
+def storing_consumer_without_auto_commit(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": False, "enable.auto.offset.store": False})
+
+
+def store_before_handling(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, final=False, commit_first=True,
+                 commit=lambda msg: consumer.store_offsets(message=msg))
+
+
+ALO = kafka_lab.check_at_least_once
+REBUILD = kafka_lab.check_rebuild
+STORED = kafka_lab.check_stored_offsets
+
+CATALOGUE = [
+    Wrong("consumer: make_consumer not written", ALO, (not_written, consume, 1), "not_written", ("not written",)),
+    Wrong("consumer: no COMMIT_EVERY decision", ALO, (make_consumer, consume, None), "COMMIT_EVERY", ("decision",)),
+    Wrong("consumer: commits before handling", ALO, (make_consumer, commit_before_handling, 1), "commit_before_handling",
+          ("lost", "finished")),
+    Wrong("consumer: auto commit commits what poll returned", ALO, (auto_commit_consumer, consume, 1),
+          "auto_commit_consumer", ("lost", "setting")),
+    Wrong("consumer: never commits", ALO, (make_consumer, never_commits, 1), "never_commits", ("short of the end",)),
+    Wrong("consumer: swallows the crash", ALO, (make_consumer, swallows_the_crash, 1), "swallows_the_crash",
+          ("returned normally",)),
+    Wrong("consumer: commits msg.offset() (off by one)", ALO, (make_consumer, commits_the_offset_of_the_message, 1),
+          "commits_the_offset_of_the_message", ("short of the end", "next message")),
+    Wrong("consumer: commits partition 0 only", ALO, (make_consumer, commits_partition_zero_only, 1), "commits_partition_zero_only",
+          ("short of the end", "every partition")),
+    Wrong("consumer: batch commits forget the last batch", ALO, (make_consumer, forgets_the_last_batch, 4),
+          "forgets_the_last_batch", ("short of the end",)),
+    Wrong("consumer: COMMIT_EVERY=3 but commits every message", ALO, (make_consumer, consume, 3), "consume",
+          ("COMMIT_EVERY=3", "commit()")),
+    Wrong("consumer: hands end-of-partition events to handle", ALO, (eof_consumer, hands_errors_to_handle, 1),
+          "hands_errors_to_handle", ("not a message", "msg.error()")),
+    Wrong("rebuild: apply_event not written (called from rebuild)", REBUILD,
+          (make_rebuild(fold=unwritten_apply), unwritten_apply), "unwritten_apply", ("not written",)),
+    Wrong("rebuild: apply_event with signs swapped", REBUILD, (rebuild_balances, swapped_apply), "apply_event",
+          ("deposit",)),
+    Wrong("rebuild: keys left as bytes", REBUILD, (make_rebuild(decode_key=False), apply_event), "rebuild_balances",
+          ("bytes", "decode")),
+    Wrong("rebuild: stops at the first partition's end", REBUILD, (make_rebuild(stop_at_first_eof=True),
+                                                                   apply_event),
+          "rebuild_balances", ("partition", "every partition")),
+    Wrong("rebuild: reads a fixed number of events", REBUILD, (make_rebuild(max_events=20), apply_event),
+          "rebuild_balances", ("wrong balances",)),
+    Wrong("rebuild: starts at latest", REBUILD, (make_rebuild(reset="latest"), apply_event), "rebuild_balances",
+          ("no balances", "start reading")),
+    Wrong("rebuild: one fixed group resumes after its commits", REBUILD,
+          (make_rebuild(group_id=bl.run_name("lab05-fixed"), commit=True), apply_event), "rebuild_balances",
+          ("second replay", "beginning")),
+    Wrong("rebuild: does not look at msg.error()", REBUILD, (make_rebuild(check_errors=False), apply_event),
+          "rebuild_balances", ("raised",)),
+    Wrong("stretch: commits instead of storing offsets", STORED, (make_consumer, consume), "consume",
+          ("commit()",)),
+    Wrong("stretch: poll stores offsets automatically", STORED, (storing_consumer_with_auto_store, consume_storing),
+          "storing_consumer_with_auto_store", ("refused", "turn that off")),
+    Wrong("stretch: stores before handling", STORED, (make_storing_consumer, store_before_handling),
+          "store_before_handling", ("lost",)),
+    Wrong("stretch: stored offsets never committed", STORED, (storing_consumer_without_auto_commit, consume_storing),
+          "storing_consumer_without_auto_commit", ("short of the end", "automatic commits")),
+]
+
+
+def test_the_catalogue_covers_the_bug_classes_of_issue_13():
+    assert len(CATALOGUE) >= 10
+    names = " ".join(w.name for w in CATALOGUE)
+    for bug in ("first partition's end", "bytes", "apply_event not written"):
+        assert bug in names
+
+
+@pytest.mark.parametrize("wrong", params(CATALOGUE))
+def test_a_wrong_implementation_fails_with_the_right_message(wrong):
+    fails_right(wrong)

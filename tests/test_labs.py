@@ -3,11 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import importlib.util
+import inspect
+
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell, new_notebook
 
-from brokerlab.labs import faults
+from brokerlab.labs import catalogue, faults
 from brokerlab.labs.build import build_exercise, exercise_path, solutions, strip_solution
 from brokerlab.labs.checking import REVEAL_AFTER, Lab, LabCheckFailed, call, decided, expect
 
@@ -120,6 +124,20 @@ def test_code_level_help_comes_on_request_or_after_repeated_failures(capsys):
     assert demo.parts["double"].failures == 0
 
 
+def test_a_stopped_broker_is_reported_as_such_not_as_the_learners_bug():
+    from brokerlab.endpoints import Endpoints
+    from brokerlab.errors import BrokerUnavailable
+    from brokerlab.clients import redis_client
+
+    stopped = Endpoints.from_env(offset=9)  # a port set nothing listens on
+
+    def fetch(x):
+        return redis_client(ep=stopped).ping()
+
+    with pytest.raises(BrokerUnavailable):
+        call(fetch, 1)
+
+
 def test_an_injected_crash_passes_through():
     def handler(x):
         raise faults.SimulatedCrash("boom")
@@ -147,3 +165,64 @@ def test_a_crashing_redis_client_dies_between_two_commands(r):
         assert r.lrange(key, 0, -1) == ["a", "b", "c", "e", "f"]
     finally:
         r.delete(key)
+
+
+def test_in_a_notebook_a_crash_shows_the_learners_own_line():
+    nb = new_notebook(cells=[
+        new_code_cell("from brokerlab.labs import redis_lab"),
+        new_code_cell("def ack(r, queue, worker, task):\n    ratio = 1 / 0\n    return ratio"),
+        new_code_cell("redis_lab.check_ack(ack)"),
+    ])
+    NotebookClient(nb, timeout=60, allow_errors=True).execute()
+    error = next(o for o in nb.cells[2].outputs if o.output_type == "error")
+    shown = "\n".join(error.traceback)
+    assert error.ename == "LabCheckFailed"
+    assert "✘ ack:" in shown and "at" in shown and "ack, line 2: ratio = 1 / 0" in shown, shown
+
+
+# --- every lab meets issue 13: a design decision, a stretch goal, a catalogue of wrong implementations ------
+
+def _lab_modules():
+    import pkgutil
+
+    import brokerlab.labs as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.endswith("_lab"):
+            yield importlib.import_module(f"brokerlab.labs.{info.name}")
+
+
+def _catalogues() -> list:
+    wrongs = []
+    for path in sorted((ROOT / "tests").glob("test_*lab*.py")):
+        spec = importlib.util.spec_from_file_location(f"_catalogue_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        wrongs += [w for w in getattr(module, "CATALOGUE", []) if isinstance(w, catalogue.Wrong)]
+    return wrongs
+
+
+LAB_MODULES = list(_lab_modules())
+
+
+def test_every_solution_leaves_a_decision_and_has_a_stretch_goal():
+    for solution in SOLUTIONS:
+        nb = nbformat.read(solution, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        assert "# DECISION" in code, f"{solution.name}: no `NAME = ...  # DECISION` line"
+        stretch = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+                        and c.source.lstrip().startswith("#") and "stretch" in c.source.splitlines()[0].lower()), None)
+        assert stretch is not None, f"{solution.name}: no markdown heading naming the stretch goal"
+        assert any("check" in c.metadata.get("tags", []) for c in nb.cells[stretch:]), (
+            f"{solution.name}: the stretch goal has no check cell of its own")
+        assert "# HINT:" not in code, f"{solution.name}: code-level hints belong in the check's `code`, not the cell"
+
+
+@pytest.mark.parametrize("module", LAB_MODULES, ids=[m.__name__.rsplit(".", 1)[1] for m in LAB_MODULES])
+def test_every_lab_check_has_a_catalogue_of_wrong_implementations(module):
+    assert isinstance(getattr(module, "lab", None), Lab), f"{module.__name__}: no `lab = Lab(...)` (see /work/coord/labs.md)"
+    checks = [f for _, f in inspect.getmembers(module, callable) if getattr(f, "lab", None) is module.lab]
+    wrongs = [w for w in _catalogues() if getattr(w.check, "lab", None) is module.lab]
+    assert len(wrongs) >= 10, f"{module.__name__}: {len(wrongs)} wrong implementations in tests/, at least 10 needed"
+    untested = [f.__name__ for f in checks if not any(w.check is f for w in wrongs)]
+    assert not untested, f"{module.__name__}: checks with no wrong implementation in a CATALOGUE: {untested}"

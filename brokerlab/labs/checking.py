@@ -24,6 +24,7 @@ import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BrokerUnavailable
 from ..runs import run_name
 
 REVEAL_AFTER = 3  # failures of one check before its code-level help is shown unasked
@@ -129,7 +130,7 @@ def call(function, *args, passthrough: tuple = (), **kwargs):
     and shows the learner's line.  Exceptions in `passthrough` (a crash the check injected) propagate."""
     try:
         return function(*args, **kwargs)
-    except LabCheckFailed:
+    except (LabCheckFailed, BrokerUnavailable):  # a stopped broker is not the learner's bug: its own message
         raise
     except passthrough:
         raise
@@ -223,7 +224,7 @@ class Lab:
         """Record a name the check did not choose (a consumer group the learner's code created)."""
         self.scratch_names.append((kind, name))
 
-    def hint(self, level: int = 2, check: str | None = None) -> None:
+    def hint(self, level: int = 1, check: str | None = None) -> None:
         """Show help for the check that failed last (or the named check): level 1 the idea,
         level 2 code-level help.  Neither is the answer."""
         name = check or self._last_failed() or self.last_part
@@ -233,7 +234,10 @@ class Lab:
         part = self.parts[name]
         if part.last is not None:
             print(f"Last failure of '{name}': {part.last.what}")
-        print(f"Hint ({name}): {part.idea}" if level <= 1 else f"More help ({name}):\n{part.code}")
+        if level <= 1:
+            print(f"Hint ({name}): {part.idea}\nFor code-level help: hint(2)")
+        else:
+            print(f"More help ({name}):\n{part.code}")
 
     def _last_failed(self) -> str | None:
         if self.last_part and self.parts[self.last_part].last is not None:
