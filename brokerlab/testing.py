@@ -17,7 +17,7 @@ from .stack.procs import port_owner
 
 
 def notebook_targets() -> list[str]:
-    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     solutions = sorted((REPO_ROOT / "labs").glob("*_solution.ipynb"))
     return [str(p.relative_to(REPO_ROOT)) for p in notebooks + solutions for _ in range(2)]
 
