@@ -2,7 +2,7 @@
 # Each target calls the same `python3 -m brokerlab ...` CLI, which works without make too.
 PYTHON ?= python3
 
-.PHONY: lab test up down status logs reset exercises setup
+.PHONY: lab test up down status logs reset exercises setup tool
 
 lab:        ## set up, start the broker stack, open JupyterLab on notebook 00
 	$(PYTHON) -m brokerlab lab
@@ -27,6 +27,9 @@ logs:       ## the last lines of each broker's log
 
 reset:      ## stop the stack and delete its data
 	$(PYTHON) -m brokerlab stack reset
+
+tool:       ## a broker's own CLI against the stack, e.g. make tool ARGS="redis-cli ping"
+	$(PYTHON) -m brokerlab tool $(ARGS)
 
 exercises:  ## regenerate lab exercises from their solutions
 	$(PYTHON) -m brokerlab exercises

@@ -1,4 +1,4 @@
-"""Command line: python -m brokerlab {lab,test,setup,stack,exercises}.
+"""Command line: python -m brokerlab {lab,test,setup,stack,tool,exercises}.
 
 Runs from a fresh clone with the system's python3: every command but `setup`
 re-runs itself inside the course environment (.venv), creating it if needed.
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("action", choices=["up", "down", "status", "logs", "reset"])
     stack.add_argument("broker", nargs="?", choices=["redis", "rabbitmq", "kafka"], help="(logs) one broker")
     stack.add_argument("-n", "--lines", type=int, default=40, help="(logs) lines per log")
+    tool = sub.add_parser("tool", help="run a broker's own CLI against the stack, e.g. `tool redis-cli ping`")
+    tool.add_argument("name", nargs="?", help="redis-cli, rabbitmqctl, rabbitmq-diagnostics, kafka-topics, ...")
+    tool.add_argument("tool_args", nargs=argparse.REMAINDER, help="arguments passed to the tool")
     exercises = sub.add_parser("exercises", help="generate lab exercise notebooks from their solutions")
     exercises.add_argument("--check", action="store_true", help="only report stale exercises (exit 1)")
     return parser
@@ -65,6 +68,13 @@ def run(args) -> int:
         else:
             return 0 if stack.print_status() else 3
         return 0
+    if args.command == "tool":
+        from .stack import tools
+
+        if not args.name:
+            print("Tools (the stack's addresses are filled in):\n  " + "\n  ".join(tools.TOOLS))
+            return 0
+        return tools.run(args.name, args.tool_args)
     if args.command == "lab":
         return lab(args)
     if args.command == "test":

@@ -76,6 +76,10 @@ def _native_up(ep: Endpoints) -> dict[str, str]:
         apt_install(*packages)
     for service in todo:
         service.ensure_installed()
+    if any(s.name in ("redis", "rabbitmq") for s in todo):
+        from .debroot import runtime
+
+        print(f"  Redis and RabbitMQ from {runtime(build=False).describe()}", flush=True)
 
     errors: dict[str, Exception] = {}
 
@@ -117,7 +121,7 @@ def down(ep: Endpoints | None = None) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    left = [(s.name, pid) for s in services(ep) for pid in s.pids()]
+    left = [(s.name, pid) for s in services(ep) for pid in s.pids() + s.strays()]
     if errors or left:
         raise StackError("could not stop everything: " + "; ".join(errors + [f"{n} pid {p}" for n, p in left]))
     _mode_file(ep).unlink(missing_ok=True)
@@ -127,23 +131,35 @@ def down(ep: Endpoints | None = None) -> None:
 def reset(ep: Endpoints | None = None) -> None:
     """down, then delete the stack's data and logs (the Kafka jar cache stays)."""
     ep = ep or current()
+    from .scratch import leftovers, scratch_root
+
     down(ep)
     shutil.rmtree(stack_dir(ep.offset), ignore_errors=True)
     print(f"Deleted {stack_dir(ep.offset)}")
+    if not leftovers():  # folders of scratch servers whose notebook was killed (none is running)
+        shutil.rmtree(scratch_root(), ignore_errors=True)
 
 
 def status(ep: Endpoints | None = None) -> dict:
     """Health, address, processes and resident memory of each broker."""
     from ..health import probe
 
+    from .versions import compose_pins, native_pins, running_versions
+
     ep = ep or current()
     results = probe(ep=ep)
     mode = _recorded_mode(ep) or "not started by brokerlab"
+    try:
+        running = running_versions(ep) if all(r.ok for r in results.values()) else {}
+    except Exception:  # a broker went away between the probe and the question: no versions then
+        running = {}
+    pins = compose_pins() if mode == "docker" else native_pins()
     rows = {}
     for service in services(ep):
         r = results[service.name]
         rows[service.name] = {
             "healthy": r.ok, "address": r.address, "detail": r.detail,
+            "version": running.get(service.name), "pinned": pins[service.name],
             "pids": service.pids(), "rss_bytes": service.rss(),
         }
     return {"mode": mode, "offset": ep.offset, "brokers": rows}
@@ -158,7 +174,9 @@ def print_status(ep: Endpoints | None = None) -> bool:
         mark = "up  " if row["healthy"] else "DOWN"
         memory = f"{row['rss_bytes'] / 2**20:7.0f} MiB" if row["rss_bytes"] else "           "
         total += row["rss_bytes"]
-        print(f"  {mark} {BROKER_NAMES[name]:<9} {row['address']:<16} {memory}  {row['detail']}")
+        version = row["version"] or "?"
+        drift = "" if row["version"] in (None, row["pinned"]) else f" (the course pins {row['pinned']}!)"
+        print(f"  {mark} {BROKER_NAMES[name]:<9} {version:<7}{drift} {row['address']:<16} {memory}  {row['detail']}")
     if total:
         print(f"  resident memory of the native brokers: {total / 2**20:.0f} MiB")
     healthy = all(row["healthy"] for row in report["brokers"].values())

@@ -1,9 +1,11 @@
 """The native launcher: Redis, RabbitMQ and Kafka as plain processes on 127.0.0.1.
 
-For machines without a Docker engine (CI, a Debian laptop).  Each service keeps
-its data, log and pid file under the stack folder of its port set, is "up" only
-when its own health check answers, and is stopped without leaving a process
-behind (epmd included).
+For machines without a Docker engine (CI, a Debian laptop).  Redis and RabbitMQ
+run from the private Debian 13 root of debroot.py (Redis 8.0, RabbitMQ 4.0, the
+versions docker-compose.yml pins); Kafka runs its pinned jars on the host's JDK.
+Each service keeps its data, log and pid file under the stack folder of its port
+set, is "up" only when its own health check answers, and is stopped without
+leaving a process behind (epmd included).
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pathlib import Path
 
 from ..endpoints import BROKER_NAMES, Endpoints
 from ..errors import BrokerUnavailable, StackError
-from . import kafka_dist
-from .procs import pid_alive, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
+from . import debroot, kafka_dist
+from .procs import pid_alive, pids_naming, port_in_use, port_owner, read_pid, rss_bytes, spawn_detached, stop_pid, tail
 
 START_DEADLINE = {"redis": 15.0, "rabbitmq": 90.0, "kafka": 90.0}
 
@@ -27,6 +29,7 @@ START_DEADLINE = {"redis": 15.0, "rabbitmq": 90.0, "kafka": 90.0}
 class NativeService:
     name = ""
     ports: tuple[str, ...] = ()
+    die_with_launcher = False  # scratch servers: SIGKILLed when the process that started them dies
 
     def __init__(self, ep: Endpoints, root: Path):
         self.ep = ep
@@ -59,15 +62,40 @@ class NativeService:
     def needs_start(self) -> bool:
         """False when already healthy.  Clears what a killed or frozen earlier run left behind."""
         if self.healthy():
-            return False
-        if self.pids():  # ours, but not answering: left over from a killed run, or frozen
+            stale = self.stale_version()
+            if not stale:
+                return False
+            print(f"  {BROKER_NAMES[self.name]} {stale} is running, the course pins "
+                  f"{self.pinned_version()}: restarting it", flush=True)
+            self.stop()
+        elif self.pids():  # ours, but not answering: left over from a killed run, or frozen
             self.stop()
         self.check_ports_free()
         return True
 
+    def pinned_version(self) -> str:
+        from .versions import native_pins
+
+        return native_pins()[self.name]
+
+    def stale_version(self) -> str | None:
+        """The running version when this stack's own server runs another version than the pins (e.g. a stack
+        started before the pins changed); None when it matches, or is not ours, or runs from the host on purpose."""
+        if not self.pids() or (self.name != "kafka" and debroot.source() == "host"):
+            return None
+        from .versions import running_version
+
+        try:
+            running = running_version(self.name, self.ep)
+        except Exception:  # it stopped answering meanwhile: the normal path handles it
+            return None
+        return running if running not in ("unknown", self.pinned_version()) else None
+
     def start_and_wait(self) -> float:
         """Start the server and wait until its health check answers; returns the seconds it took."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.installed:
+            self.ensure_installed()
         started = time.monotonic()
         self.start()
         self.wait_ready(started + START_DEADLINE[self.name])
@@ -120,15 +148,28 @@ class NativeService:
 
     def ensure_installed(self) -> None:
         """Anything else to fetch or check before starting (runs after the packages are installed)."""
+        self.installed = True
+
+    installed = False
+
+    @property
+    def rt(self) -> "debroot.Runtime":
+        """Where the binaries come from; stop, status and tools never build a root for it."""
+        return getattr(self, "runtime", None) or debroot.runtime(build=False)
 
     def start(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
-        for pid in self.pids():
+        # The pid file's server, then anything else started for this service's folder: a launcher
+        # (bwrap, the start script) or a server whose `stack up` was killed before its pid file existed.
+        for pid in self.pids() + self.strays():
             if not stop_pid(pid):
                 raise StackError(f"could not stop {BROKER_NAMES[self.name]} (pid {pid})")
         self.pid_file.unlink(missing_ok=True)
+
+    def strays(self) -> list[int]:
+        return [pid for pid in pids_naming(f"{self.dir}/") if pid not in self.pids()]
 
 
 def apt_install(*packages: str) -> None:
@@ -144,9 +185,18 @@ def apt_install(*packages: str) -> None:
     print(f"  installing {' '.join(packages)} with apt-get ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *packages]):
-        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+        deadline = time.monotonic() + 300
+        while True:
+            result = subprocess.run([*command[:1], "-o", "DPkg::Lock::Timeout=120", *command[1:]],
+                                    capture_output=True, text=True, env=env, timeout=900)
+            busy = "Could not get lock" in result.stderr  # another apt-get runs: wait for it, within bounds
+            if result.returncode == 0 or not busy or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         if result.returncode != 0:
-            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}")
+            raise StackError(f"{' '.join(command)} failed:\n{(result.stdout + result.stderr)[-1500:]}"
+                             + ("\n  Another apt-get held the lock for 5 minutes; run the command again when it is done."
+                                if busy else ""))
     # On a machine with systemd the packages start system-wide services on the default ports;
     # the course runs its own, so stop and disable those we just installed.
     if shutil.which("systemctl") and Path("/run/systemd/system").exists():
@@ -159,21 +209,37 @@ class RedisService(NativeService):
     name = "redis"
     ports = ("redis",)
 
+    def __init__(self, ep: Endpoints, root: Path):
+        super().__init__(ep, root)
+        self.launch: subprocess.Popen | None = None
+        self.extra_args: list[str] = []  # more `--name value` settings (scratch servers)
+        self.persistent = False  # the shared stack keeps nothing on disk; scratch servers may
+
     def missing_packages(self) -> list[str]:
+        if debroot.source() == "root":
+            return []
         return [] if shutil.which("redis-server") else ["redis-server"]
+
+    def ensure_installed(self) -> None:
+        self.runtime = debroot.runtime()
+        self.installed = True
+
+    def argv(self) -> list[str]:
+        persistence = [] if self.persistent else ["--save", "", "--appendonly", "no"]
+        return ["redis-server", "--bind", self.ep.host, "--port", str(self.ep.ports["redis"]),
+                "--dir", str(self.dir), *persistence,
+                # in the foreground under its launcher; the pid file holds the server's own (host) pid
+                "--daemonize", "no", "--pidfile", str(self.pid_file), "--logfile", str(self.log_file),
+                *self.extra_args]
 
     def start(self) -> None:
         self.log_file.unlink(missing_ok=True)
-        result = subprocess.run(
-            ["redis-server", "--bind", self.ep.host, "--port", str(self.ep.ports["redis"]),
-             "--dir", str(self.dir), "--save", "", "--appendonly", "no",
-             "--daemonize", "yes", "--pidfile", str(self.pid_file), "--logfile", str(self.log_file)],
-            capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
-            raise StackError(f"redis-server failed to start: {result.stdout}{result.stderr}")
+        self.pid_file.unlink(missing_ok=True)
+        self.launch = spawn_detached(self.rt.wrap(self.argv(), self.die_with_launcher), self.dir / "redis.stdout")
 
     def starting(self) -> bool:
-        return not self.pid_file.exists()  # daemonized Redis writes its pid file a moment after forking
+        # the pid file is written a moment after the launch
+        return self.launch is not None and self.launch.poll() is None and not self.pid_file.exists()
 
 
 class RabbitMQService(NativeService):
@@ -184,9 +250,19 @@ class RabbitMQService(NativeService):
         super().__init__(ep, root)
         self.sbin = Path(os.environ.get("BROKERLAB_RABBITMQ_SBIN", "/usr/lib/rabbitmq/bin"))
         self.launch: subprocess.Popen | None = None
+        self.extra_config = ""  # more rabbitmq.conf lines (scratch servers)
+        self.node_name = f"brokerlab{ep.offset}@localhost"  # "localhost": the machine's hostname does not matter
+        self.home_dir = self.dir / "home"  # the Erlang cookie lives here; cluster nodes share it
 
     def missing_packages(self) -> list[str]:
+        if debroot.source() == "root":
+            return []
         return [] if (self.sbin / "rabbitmq-server").exists() else ["rabbitmq-server"]
+
+    def ensure_installed(self) -> None:
+        self.runtime = debroot.runtime()
+        self.installed = True
+
 
     @property
     def log_file(self) -> Path:
@@ -194,15 +270,15 @@ class RabbitMQService(NativeService):
 
     @property
     def nodename(self) -> str:
-        return f"brokerlab{self.ep.offset}@localhost"
+        return self.node_name
 
     def env(self) -> dict:
         """Server and CLI share one environment (cookie, node name, ports), so the CLI finds the node."""
         d = self.dir
         return {
             **os.environ,
-            "HOME": str(d / "home"),  # the Erlang cookie lives here
-            "RABBITMQ_NODENAME": self.nodename,  # "localhost", so the machine's hostname does not matter
+            "HOME": str(self.home_dir),
+            "RABBITMQ_NODENAME": self.nodename,
             "RABBITMQ_NODE_IP_ADDRESS": self.ep.host,
             "RABBITMQ_NODE_PORT": str(self.ep.ports["amqp"]),
             "RABBITMQ_DIST_PORT": str(self.ep.ports["erlang_dist"]),
@@ -214,29 +290,39 @@ class RabbitMQService(NativeService):
             "ERL_EPMD_ADDRESS": self.ep.host,
             "ERL_EPMD_PORT": str(self.ep.ports["epmd"]),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+            **self.plugins_dir(),
         }
 
+    def plugins_dir(self) -> dict:
+        """The root's plugins folder (the management plugin lives there), as seen inside the root."""
+        if self.rt.kind != "root":
+            return {}
+        found = sorted(self.rt.root.glob("usr/lib/rabbitmq/lib/rabbitmq_server-*/plugins"))
+        return {"RABBITMQ_PLUGINS_DIR": "/" + str(found[-1].relative_to(self.rt.root))} if found else {}
+
     def ctl(self, tool: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([str(self.sbin / tool), *args], env=self.env(), capture_output=True,
+        return subprocess.run(self.rt.wrap([str(self.sbin / tool), *args]), env=self.env(), capture_output=True,
                               text=True, timeout=timeout)
 
     def start(self) -> None:
         d = self.dir
-        for sub in ("home", "mnesia", "log"):
+        for sub in ("mnesia", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
+        self.home_dir.mkdir(parents=True, exist_ok=True)
         (d / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = {self.ep.host}:{self.ep.ports['amqp']}\n"
             f"management.tcp.ip = {self.ep.host}\n"
             f"management.tcp.port = {self.ep.ports['rabbitmq_management']}\n"
             # the management UI's charts and the widgets poll every second
             "collect_statistics_interval = 1000\n"
+            + self.extra_config
         )
         if not (d / "enabled_plugins").exists():
             result = self.ctl("rabbitmq-plugins", "--offline", "enable", "rabbitmq_management")
             if result.returncode != 0:
                 raise StackError(f"could not enable the management plugin:\n{result.stdout}{result.stderr}")
-        self.launch = spawn_detached([str(self.sbin / "rabbitmq-server")], d / "log" / "server.stdout",
-                                     env=self.env())
+        self.launch = spawn_detached(self.rt.wrap([str(self.sbin / "rabbitmq-server")], self.die_with_launcher),
+                                     d / "log" / "server.stdout", env=self.env())
 
     def starting(self) -> bool:
         return self.launch is not None and self.launch.poll() is None
@@ -261,14 +347,21 @@ class RabbitMQService(NativeService):
 
     def stop_epmd(self) -> None:
         """epmd outlives the node; stop it when no other Erlang node is registered with it."""
-        epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
-        if not Path(epmd).exists() or not port_in_use(self.ep.host, self.ep.ports["epmd"]):
+        names = ""
+        if not port_in_use(self.ep.host, self.ep.ports["epmd"]):
             return
+        if self.rt.kind == "root":
+            epmd = "/usr/lib/erlang/bin/epmd"
+        else:
+            epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+            if not Path(epmd).exists():
+                return
         env = self.env()
         try:
-            names = subprocess.run([epmd, "-names"], env=env, capture_output=True, text=True, timeout=10).stdout
+            names = subprocess.run(self.rt.wrap([epmd, "-names"]), env=env, capture_output=True, text=True,
+                                   timeout=10).stdout
             if "name " not in names:
-                subprocess.run([epmd, "-kill"], env=env, capture_output=True, timeout=10)
+                subprocess.run(self.rt.wrap([epmd, "-kill"]), env=env, capture_output=True, timeout=10)
         except subprocess.TimeoutExpired:
             pass
         owner = port_owner(self.ep.ports["epmd"])
@@ -291,6 +384,7 @@ class KafkaService(NativeService):
     def ensure_installed(self) -> None:
         self.java = kafka_dist.java_binary()
         self.classpath = kafka_dist.classpath()
+        self.installed = True
 
     def server_properties(self) -> str:
         host, ports = self.ep.host, self.ep.ports

@@ -71,7 +71,11 @@ def _reap(pid: int) -> None:
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+        if sock.connect_ex((host, port)) != 0:
+            return False
+        # Connecting to a free port of the ephemeral range can pick that same port as the
+        # source port and connect to itself (TCP simultaneous open): that is not a listener.
+        return sock.getsockname() != sock.getpeername()
 
 
 def port_owner(port: int) -> tuple[int, str] | None:
@@ -100,6 +104,19 @@ def port_owner(port: int) -> tuple[int, str] | None:
         except OSError:
             continue
     return None
+
+
+def pids_naming(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (e.g. a stack folder: launchers, servers, wrappers)."""
+    needle, found = text.encode(), []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if needle in (proc / "cmdline").read_bytes() and pid_alive(int(proc.name)):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
 
 
 def rss_bytes(pid: int) -> int:
