@@ -7,9 +7,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,6 +24,7 @@ from brokerlab.clients import redis_client
 from brokerlab.endpoints import Endpoints
 from brokerlab.errors import StackError
 from brokerlab.stack.procs import pid_alive
+from brokerlab.stack.scratch import scratch_redis
 from brokerlab.waiting import wait_for
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -33,38 +32,11 @@ LIMIT = 5.0
 sys.path.insert(0, str(NOTEBOOKS))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
-def scratch_redis():
-    """A Redis of this test's own (never the shared stack's), so it can be stopped or frozen."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-                                "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ep = Endpoints("127.0.0.1", 0, {**Endpoints.from_env().ports, "redis": port})
-    try:
-        client = redis_client(ep=ep)
-        wait_for(lambda: _pings(client), seconds=10, what="the scratch Redis")
-        client.close()
-        yield process, ep
-    finally:
-        os.kill(process.pid, signal.SIGCONT)
-        process.kill()
-        process.wait(10)
-
-
-def _pings(client) -> bool:
-    try:
-        return client.ping()
-    except Exception:
-        return False
+def frozen_able_redis():
+    """A scratch Redis of this test's own (never the shared stack's), so it can be frozen; its endpoints."""
+    with scratch_redis() as server:
+        yield server, Endpoints("127.0.0.1", 0, {**Endpoints.from_env().ports, "redis": server.port})
 
 
 def _assert_clear_and_fast(call, ep: Endpoints):
@@ -92,7 +64,7 @@ def test_delay_on_a_stopped_broker_fails_fast_with_the_course_message():
 
 
 def test_delay_on_a_frozen_broker_fails_fast_cold_and_warm():
-    with scratch_redis() as (process, ep):
+    with frozen_able_redis() as (server, ep):
         app = make_app("frozen", ep=ep, per_run=True)
 
         @app.task
@@ -100,7 +72,7 @@ def test_delay_on_a_frozen_broker_fails_fast_cold_and_warm():
             return None
 
         noop.delay()                           # warm: pooled connections and a result subscription exist
-        os.kill(process.pid, signal.SIGSTOP)   # port open, nobody answering
+        os.kill(server.pid, signal.SIGSTOP)    # port open, nobody answering
         _assert_clear_and_fast(noop.delay, ep)
         cold = make_app("frozen-cold", ep=ep, per_run=True)
 

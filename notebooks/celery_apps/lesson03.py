@@ -65,8 +65,9 @@ class GatewayTimeout(ConnectionError):
 
 @app.task(bind=True, autoretry_for=(GatewayTimeout,), retry_backoff=1, retry_jitter=False, max_retries=3)
 def flaky(self, log, failures):
-    """Fails `failures` times with a transient error, then succeeds; retried with 1, 2, 4 s of backoff."""
-    journal.note(log, "attempt", task=self)
+    """Fails `failures` times with a transient error, then succeeds; retried with 1, 2, 4 s of backoff.
+    Each attempt records the ETA its message carried (None for the first): the wait Celery planned."""
+    journal.note(log, "attempt", task=self, eta=self.request.eta)
     if self.request.retries < failures:
         raise GatewayTimeout(f"attempt {self.request.retries + 1} timed out")
     return f"succeeded on attempt {self.request.retries + 1}"
