@@ -167,30 +167,32 @@ def make_app(main: str, broker: str = "redis", results: bool = True, ep: Endpoin
     return app
 
 
-def run_keys(app) -> dict[int, list[str]]:
-    """Every Redis key of this app's run, by database (SCAN, never KEYS)."""
+def run_keys(app, prefixes: tuple[str, ...] | list[str] = ()) -> dict[int, list[str]]:
+    """Every Redis key of this app's run, by database (SCAN, never KEYS): names starting with the run id, or with
+    one of `prefixes` (queues named outside the run), and kombu's binding records of those queues."""
     from .clients import redis_client
 
-    run = app.course_run
-    if not run:
-        raise ValueError("run_keys needs an app made with per_run=True")
+    names = [*([app.course_run] if app.course_run else []), *prefixes]
+    if not names:
+        raise ValueError("run_keys needs an app made with per_run=True, or prefixes")
+    patterns = [f"{kind}{name}*" for name in names for kind in ("", "_kombu.binding.", "_kombu.binding_permanent.")]
     found = {}
     for db in (BROKER_DB, RESULT_DB):
         client = redis_client(db=db, ep=app.course_endpoints)
         try:
-            found[db] = sorted({*client.scan_iter(match=f"{run}*", count=500),
-                                *client.scan_iter(match=f"_kombu.binding.{run}*", count=500)})
+            found[db] = sorted({key for pattern in patterns for key in client.scan_iter(match=pattern, count=1000)})
         finally:
             client.close()
     return found
 
 
-def forget_run(app) -> int:
-    """Delete every key of this app's run (queues, bindings, unacked bookkeeping, results); returns how many."""
+def forget_run(app, prefixes: tuple[str, ...] | list[str] = ()) -> int:
+    """Delete every key of this app's run (queues, bindings, unacked bookkeeping, results) and of the queues
+    named by `prefixes`; returns how many."""
     from .clients import redis_client
 
     deleted = 0
-    for db, keys in run_keys(app).items():
+    for db, keys in run_keys(app, prefixes).items():
         if keys:
             client = redis_client(db=db, ep=app.course_endpoints)
             try:

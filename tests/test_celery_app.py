@@ -102,18 +102,23 @@ def test_worker_runs_a_task_and_is_gone_after_the_block():
 
     queue = run_name("test-celery")
     with celery_worker("celery_apps.orientation", queues=[queue], cwd=NOTEBOOKS) as worker:
-        assert add.apply_async((20, 22), queue=queue).get(timeout=15) == 42
+        result = add.apply_async((20, 22), queue=queue)
+        assert result.get(timeout=15) == 42
         pid = worker.process.pid
     assert worker.process.returncode is not None and not pid_alive(pid)
+    result.forget()
+    forget_run(add.app, prefixes=[queue])
+    assert run_keys(add.app, prefixes=[queue]) == {BROKER_DB: [], RESULT_DB: []}
 
 
 def test_stop_and_kill_leave_no_worker_or_pool_process():
     from celery_apps import lesson03 as tasks
 
+    queue = run_name("t-q")
     warm, crashed = start_workers("celery_apps.lesson03",
-                                  dict(name=run_name("t-warm"), pool="prefork", concurrency=2, queues=[run_name("q")],
+                                  dict(name=run_name("t-warm"), pool="prefork", concurrency=2, queues=[queue],
                                        cwd=NOTEBOOKS),
-                                  dict(name=run_name("t-kill"), pool="prefork", concurrency=2, queues=[run_name("q")],
+                                  dict(name=run_name("t-kill"), pool="prefork", concurrency=2, queues=[queue],
                                        cwd=NOTEBOOKS))
     try:
         assert len(warm.pids()) == 3 and len(crashed.pids()) == 3       # the worker and 2 pool children each
@@ -124,18 +129,19 @@ def test_stop_and_kill_leave_no_worker_or_pool_process():
     finally:
         warm.stop(warm=False)
         crashed.stop(warm=False)
-        forget_run(tasks.app)
+        forget_run(tasks.app, prefixes=[queue])
 
 
 def test_a_worker_dies_with_the_kernel_that_started_it(tmp_path):
     """A notebook kernel that is SIGKILLed (or crashes) takes its workers with it: no orphans."""
     pid_file = tmp_path / "pids"
+    queue = run_name("orphan-q")
     kernel = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(NOTEBOOKS)!r})
         from brokerlab.celery_app import start_worker
         worker = start_worker("celery_apps.lesson03", pool="prefork", concurrency=2, cwd={str(NOTEBOOKS)!r},
-                              queues=["{run_name('orphan-q')}"])
+                              queues=["{queue}"])
         open({str(pid_file)!r}, "w").write(" ".join(map(str, worker.pids())))
         time.sleep(60)
         """)], cwd=NOTEBOOKS)
@@ -150,6 +156,9 @@ def test_a_worker_dies_with_the_kernel_that_started_it(tmp_path):
     finally:
         kernel.kill()
         kernel.wait(10)
+        from celery_apps import lesson03 as tasks
+
+        forget_run(tasks.app, prefixes=[queue])
 
 
 def test_beat_sends_and_stops_without_leftovers():

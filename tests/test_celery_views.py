@@ -46,4 +46,4 @@ def test_the_timeline_follows_its_worker_only_and_ends():
     finally:
         mine.stop()
         other.stop()
-        forget_run(tasks.app)
+        forget_run(tasks.app, prefixes=[mine_queue, other_queue])

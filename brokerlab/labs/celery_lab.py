@@ -194,7 +194,7 @@ class _Scratch:
             handle.stop(warm=False)
         self.gateway.delete()
         self.gateway.r.close()
-        celery_app.forget_run(app)
+        celery_app.forget_run(app, prefixes=[self.ns])    # this run's results, this check's queue
         sys.modules.pop(getattr(self, "module", ""), None)
         if str(self.dir) in sys.path:
             sys.path.remove(str(self.dir))
