@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import re
 import threading
 import time
 
@@ -26,6 +27,16 @@ FINAL = ("SUCCESS", "FAILURE", "REVOKED", "REJECTED")
 STATES = {"task-sent": "SENT", "task-received": "RECEIVED", "task-started": "STARTED",
           "task-succeeded": "SUCCESS", "task-failed": "FAILURE", "task-retried": "RETRY",
           "task-revoked": "REVOKED", "task-rejected": "REJECTED"}
+
+
+_RUN_PREFIXED = re.compile(r"^bl-.+-\d{9,11}-[0-9a-f]{4}-(?P<role>.+)$")
+
+
+def worker_label(nodename: str) -> str:
+    """'bl-lesson03-1795412456-2219-main@host' -> 'main': the worker's role, without the run's name and the host."""
+    name = nodename.split("@")[0]
+    match = _RUN_PREFIXED.match(name)
+    return match["role"] if match else name
 
 
 class TaskTimeline(LiveView):
@@ -216,7 +227,7 @@ class TaskTimeline(LiveView):
             return self.title
         counts = model["counts"]
         parts = [f"{counts.get(k, 0)} {k}" for k in ("waiting", "running", "done")]
-        workers = "; ".join(f"{n.split('@')[0]}: {w['active']} active, {w['reserved']} reserved"
+        workers = "; ".join(f"{worker_label(n)}: {w['active']} active, {w['reserved']} reserved"
                             for n, w in model.get("workers", {}).items())
         return f"{self.title}: {', '.join(parts)}" + (f" · inspect(): {workers}" if workers else "")
 
@@ -226,7 +237,7 @@ class TaskTimeline(LiveView):
         rows = []
         for task_id, t in list(model["tasks"].items())[: self.max_rows]:
             label = f"{t['name']}{t['args']}" if len(f"{t['name']}{t['args']}") <= 26 else t["name"]
-            rows.append((label, t["state"], t["worker"].split("@")[0],
+            rows.append((label, t["state"], worker_label(t["worker"]),
                          t["retries"], "" if t["waited"] is None else t["waited"],
                          "" if t["ran"] is None else t["ran"]))
         hidden = len(model["tasks"]) - self.max_rows
