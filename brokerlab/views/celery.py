@@ -82,11 +82,14 @@ class TaskTimeline(LiveView):
             self._thread.start()
             deadline = time.monotonic() + timeout
             if self._ready.wait(timeout) and self._error is None:
-                # kombu subscribes lazily, on its first wait for events: probe until our own event comes back
-                with self.app.events.default_dispatcher() as dispatcher:
-                    while not self._subscribed.is_set() and time.monotonic() < deadline and self._error is None:
-                        dispatcher.send("brokerlab-probe", probe=self._probe)
-                        self._subscribed.wait(0.2)
+                # kombu subscribes lazily, on its first wait for events: probe until our own event comes back.
+                # The probe takes the path task-sent events take (the app's task producer), so that path is
+                # known to work before the first task is sent.
+                dispatcher = self.app.events.Dispatcher(enabled=False)
+                while not self._subscribed.is_set() and time.monotonic() < deadline and self._error is None:
+                    with self.app.producer_or_acquire() as producer:
+                        dispatcher.publish("brokerlab-probe", {"probe": self._probe}, producer)
+                    self._subscribed.wait(0.2)
             if not self._subscribed.is_set():
                 self.stop()
                 raise TimeoutError(f"the Celery event stream did not answer within {timeout:g} s"
