@@ -458,18 +458,29 @@ def delete_groups(admin, groups: Iterable[str], timeout: float = DEFAULT_WAIT) -
     Groups that do not exist are ignored. Returns the groups deleted."""
     from confluent_kafka import KafkaException
 
-    groups = [g for g in groups if g]
-    if not groups:
-        return []
-    deleted = []
-    for group, future in admin.delete_consumer_groups(groups, request_timeout=timeout).items():
-        try:
-            future.result(timeout)
-            deleted.append(group)
-        except KafkaException as exc:
-            if "GROUP_ID_NOT_FOUND" not in exc.args[0].name():
-                raise
+    pending = [g for g in groups if g]
+    deleted: list[str] = []
+    deadline = time.monotonic() + timeout
+    while pending:
+        retry = []
+        for group, future in admin.delete_consumer_groups(pending, request_timeout=timeout).items():
+            try:
+                future.result(timeout)
+                deleted.append(group)
+            except KafkaException as exc:
+                name = exc.args[0].name()
+                # a loaded or just-started broker: the request timed out or the coordinator is (re)loading
+                if name in _TRANSIENT_GROUP_ERRORS and time.monotonic() < deadline:
+                    retry.append(group)
+                elif "GROUP_ID_NOT_FOUND" not in name:
+                    raise
+        pending = retry
+        if pending:
+            time.sleep(0.2)
     return deleted
+
+
+_TRANSIENT_GROUP_ERRORS = ("_TIMED_OUT", "NOT_COORDINATOR", "COORDINATOR_LOAD_IN_PROGRESS", "COORDINATOR_NOT_AVAILABLE")
 
 
 def set_group_config(admin, group: str, **configs) -> None:

@@ -131,6 +131,22 @@ def eof_consumer(group_id):
     return kafka_consumer(group_id, **{"enable.auto.commit": False, "enable.partition.eof": True})
 
 
+def latest_consumer(group_id):
+    return kafka_consumer(group_id, **{"enable.auto.commit": False, "auto.offset.reset": "latest"})
+
+
+def never_subscribes(consumer, topic, handle, max_messages, seconds):
+    deadline, handled = time.monotonic() + seconds, 0
+    while handled < max_messages and time.monotonic() < deadline:
+        msg = consumer.poll(0.2)         # no subscribe(): nothing is ever assigned
+        if msg is None or msg.error():
+            continue
+        handle(msg)
+        consumer.commit(message=msg, asynchronous=False)
+        handled += 1
+    return handled
+
+
 def commit_before_handling(consumer, topic, handle, max_messages, seconds):
     return _loop(consumer, topic, handle, max_messages, seconds, commit_first=True)
 
@@ -187,6 +203,11 @@ def store_before_handling(consumer, topic, handle, max_messages, seconds):
                  commit=lambda msg: consumer.store_offsets(message=msg))
 
 
+def stores_the_offset_of_the_message(consumer, topic, handle, max_messages, seconds):
+    return _loop(consumer, topic, handle, max_messages, seconds, final=False, commit=lambda msg: consumer.store_offsets(
+        offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset())]))
+
+
 ALO = kafka_lab.check_at_least_once
 REBUILD = kafka_lab.check_rebuild
 STORED = kafka_lab.check_stored_offsets
@@ -198,6 +219,10 @@ CATALOGUE = [
           ("lost", "finished")),
     Wrong("consumer: auto commit commits what poll returned", ALO, (auto_commit_consumer, consume, 1),
           "auto_commit_consumer", ("lost", "setting")),
+    Wrong("consumer: a new group that starts at latest", ALO, (latest_consumer, consume, 1), "consume",
+          ("only 0 of", "auto.offset.reset")),
+    Wrong("consumer: never subscribes", ALO, (make_consumer, never_subscribes, 1), "never_subscribes",
+          ("only 0 of", "subscribe")),
     Wrong("consumer: never commits", ALO, (make_consumer, never_commits, 1), "never_commits", ("short of the end",)),
     Wrong("consumer: swallows the crash", ALO, (make_consumer, swallows_the_crash, 1), "swallows_the_crash",
           ("returned normally",)),
@@ -235,6 +260,9 @@ CATALOGUE = [
           "storing_consumer_with_auto_store", ("refused", "turn that off")),
     Wrong("stretch: stores before handling", STORED, (make_storing_consumer, store_before_handling),
           "store_before_handling", ("lost",)),
+    Wrong("stretch: stores msg.offset() (off by one)", STORED,
+          (make_storing_consumer, stores_the_offset_of_the_message),
+          "stores_the_offset_of_the_message", ("short of the end", "next message")),
     Wrong("stretch: stored offsets never committed", STORED, (storing_consumer_without_auto_commit, consume_storing),
           "storing_consumer_without_auto_commit", ("short of the end", "automatic commits")),
 ]

@@ -170,6 +170,14 @@ def _crash_and_restart(make_consumer, consume, topic_name: str) -> dict:
         except SimulatedCrash:
             pass
         else:
+            if len(handled) < CRASH_AT - 1:
+                # handle() never got to raise: the consumer read too little (started at the end, or gave up early)
+                raise LabCheckFailed(
+                    f"{consume_name} returned after handing only {len(handled)} of the {len(everything)} payments "
+                    f"already in the topic to handle() (max_messages={len(everything)}, seconds=10)",
+                    "The payments were in the topic before your consumer joined. Did consume subscribe to the "
+                    "topic? Where does a new group start reading (auto.offset.reset, in make_consumer)? And stop at "
+                    "max_messages HANDLED messages, not after that many polls.", function=consume_name)
             raise LabCheckFailed(f"{consume_name} returned normally although handle() raised on message "
                                  f"{CRASH_AT} ({len(handled)} handled)",
                                  "An exception in handle() is the crash: let it propagate, so nothing after it "
@@ -383,6 +391,13 @@ def check_stored_offsets(make_storing_consumer, consume_storing) -> dict:
     expect(not outcome["lost"], f"lost in the crash: {outcome['lost']} were never handled, yet the group had "
            "committed past them", "poll() stores each offset it returns unless you turn that off; then the "
            "automatic commit sends it, handled or not.", blame=getattr(make_storing_consumer, "__name__", None))
+    stored = outcome["first_stores"] + outcome["stores"]
+    if 0 < outcome["lag"] <= sum(1 for n in PAYMENTS.values() if n) and stored:
+        # the automatic commits ran (nearly everything is committed) but stop short: what was stored is off
+        raise LabCheckFailed(f"after the restart the group's committed offsets are {outcome['lag']} message(s) "
+                             f"short of the end of the log, although {name} stored {stored} offsets",
+                             "Store every handled message, and remember a stored offset is the position of the "
+                             "NEXT message to read: store_offsets(message=msg) does the +1 for you.", function=name)
     expect(outcome["lag"] == 0, f"after the restart the group's committed offsets are {outcome['lag']} message(s) "
            "short of the end of the log", "Stored offsets are committed by automatic commits (and by close()): "
            "are they on?", blame=getattr(make_storing_consumer, "__name__", None))
