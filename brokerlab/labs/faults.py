@@ -102,4 +102,19 @@ def count_commands(function, *args, **kwargs) -> tuple[object, list[str]]:
         client.close()
 
 
-__all__ = ["SimulatedCrash", "count_commands", "crashing_redis", "interrupting_redis"]
+def run_crashed(function, steps: int, *args) -> list[str]:
+    """Run the learner's function(r, *args) on a client that dies after `steps` commands, as a checked
+    learner call (its own failures are blamed on it); return the commands it sent before dying."""
+    from .checking import call
+
+    doomed = crashing_redis(steps)
+    try:
+        call(function, doomed, *args, passthrough=(SimulatedCrash,))
+    except SimulatedCrash:
+        pass
+    finally:
+        doomed.close()
+    return doomed.commands
+
+
+__all__ = ["SimulatedCrash", "count_commands", "crashing_redis", "interrupting_redis", "run_crashed"]

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from .. import redis_queue as rq
 from ..clients import redis_client
 from .checking import Lab, LabCheckFailed, call, decided, expect, passed
-from .faults import SimulatedCrash, count_commands, crashing_redis
+from .faults import count_commands, run_crashed
 
 lab = Lab("01 · a reliable Redis queue")
 hint = lab.hint
@@ -52,18 +52,6 @@ def _crash_points(commands: list[str]) -> list[int]:
         stride = len(points) / MAX_CRASH_POINTS
         points = sorted({points[int(i * stride)] for i in range(MAX_CRASH_POINTS)})
     return points
-
-
-def _run_crashed(function, steps: int, *args):
-    """Run the learner's function on a client that dies after `steps` commands."""
-    doomed = crashing_redis(steps)
-    try:
-        call(function, doomed, *args, passthrough=(SimulatedCrash,))
-    except SimulatedCrash:
-        pass
-    finally:
-        doomed.close()
-    return doomed.commands
 
 
 def _everywhere(r, queue: str) -> Counter:
@@ -119,7 +107,7 @@ def check_fetch(fetch) -> None:
         for k in _crash_points(commands):
             rq.delete_queue(r, queue)
             tasks = rq.push_tasks(r, queue, 2)
-            _run_crashed(fetch, k, queue, "w3", 0.5)
+            run_crashed(fetch, k, queue, "w3", 0.5)
             where = _everywhere(r, queue)
             lost = [t for t in tasks if where[t] == 0]
             expect(not lost, f"a worker {_crash_story(commands, k, 'fetch')}: {lost} is now in neither the "
@@ -295,7 +283,7 @@ def check_reap(reap, rescued_tasks_go_to) -> None:
         _, commands = count_commands(lambda c: call(reap, c, queue, {LIVE}, 3))
         for k in _crash_points(commands):
             _reap_scene(r, queue)
-            _run_crashed(reap, k, queue, {LIVE}, 3)
+            run_crashed(reap, k, queue, {LIVE}, 3)
             call(reap, r, queue, {LIVE}, 3)
             where = _everywhere(r, queue)
             lost = [t for t in RESCUED if where[t] == 0]
@@ -372,7 +360,7 @@ def check_exact_reap(reap_exact, rescued_tasks_go_to) -> None:
         _, commands = count_commands(lambda c: call(reap_exact, c, queue, {LIVE}, 3))
         for k in _crash_points(commands):
             _reap_scene(r, queue)
-            _run_crashed(reap_exact, k, queue, {LIVE}, 3)
+            run_crashed(reap_exact, k, queue, {LIVE}, 3)
             call(reap_exact, r, queue, {LIVE}, 3)
             where = _everywhere(r, queue)
             lost = [t for t in RESCUED if where[t] != 1]

@@ -24,7 +24,6 @@ twice only when a crash fell between the end of its work and its XACK (at-least-
 """
 from __future__ import annotations
 
-import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -34,10 +33,9 @@ from redis.exceptions import WatchError
 
 from .. import redis_streams as rs
 from ..clients import redis_client
-from ..waiting import wait_for
 from ..workers import BoundedWorkers
 from .checking import Lab, call, decided, expect, passed
-from .faults import SimulatedCrash, count_commands, crashing_redis, interrupting_redis
+from .faults import SimulatedCrash, count_commands, interrupting_redis, run_crashed
 
 lab = Lab("02 · a Redis Streams consumer that survives crashes")
 hint = lab.hint
@@ -108,18 +106,6 @@ def _crash_points(steps: int) -> list[int]:
         stride = len(points) / MAX_CRASH_POINTS
         points = sorted({points[int(i * stride)] for i in range(MAX_CRASH_POINTS)})
     return points
-
-
-def _crashed_run(function, steps: int, *args) -> list[str]:
-    """Run the learner's function on a client that dies after `steps` commands; its commands."""
-    doomed = crashing_redis(steps)
-    try:
-        call(function, doomed, *args, passthrough=(SimulatedCrash,))
-    except SimulatedCrash:
-        pass
-    finally:
-        doomed.close()
-    return doomed.commands
 
 
 def _pending_ids(r, c: Consumer, consumer: str | None = None) -> list[str]:
@@ -262,7 +248,7 @@ def check_process_entry(process_entry, processed) -> None:
             [poison] = rs.add_entries(r, stream, 1)
             _deliver(r, c, "c1", 1)
             _redeliver(r, c, poison, 1, "c1")
-            _crashed_run(process_entry, k, c, poison, fields, Recorder())
+            run_crashed(process_entry, k, c, poison, fields, Recorder())
             if poison in _pending_ids(r, c):  # redelivered after the crash, then processed by a healthy worker
                 _redeliver(r, c, poison, 1, "c2")
                 call(process_entry, r, c.as_("c2"), poison, fields, Recorder())
@@ -377,7 +363,7 @@ def check_recover_own(recover_own) -> None:
             held = rs.add_entries(r, stream, 3)
             _deliver(r, c, "c1", 3)
             handle = Recorder()
-            _crashed_run(recover_own, k, c, handle)
+            run_crashed(recover_own, k, c, handle)
             justified = {i for i in handle.completed if i in _pending_ids(r, c, "c1")}
             call(recover_own, r, c, handle)
             counts = handle.counts()
@@ -528,7 +514,7 @@ def check_apply_once(apply_once) -> None:
         _, commands = count_commands(lambda client: call(apply_once, client, ledger + ":probe", "9-0", 1))
         for k in _crash_points(len(commands)) or []:
             target = f"{ledger}:k{k}"
-            _crashed_run(apply_once, k, target, "9-0", 10)
+            run_crashed(apply_once, k, target, "9-0", 10)
             call(apply_once, r, target, "9-0", 10)                          # redelivered after the crash
             got = r.hget(target, "balance")
             expect(got == "10", f"apply_once died after its command {k} ({' then '.join(commands)}); after the "

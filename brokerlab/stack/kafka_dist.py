@@ -1,14 +1,11 @@
-"""Apache Kafka's broker jars: resolved from Maven Central at a pinned version, verified, cached.
+"""Apache Kafka's broker and tool jars: resolved from Maven Central at a pinned version, verified, cached.
 
-Kafka has no Debian package.  Rather than a home-made download, Maven (the JDK
-ecosystem's own resolver, with --strict-checksums) fetches the exact jars that
-kafka/pom.xml names; every jar is then checked against kafka-<version>.sha256,
-committed beside it, so a changed or missing jar stops the launch.
+Kafka has no Debian package.  Maven fetches the exact jars that kafka/pom.xml names and
+each is checked against kafka-<version>.sha256, committed beside it (brokerlab.stack.pinned_jars).
 A user with an unpacked Kafka distribution can set KAFKA_HOME instead.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -16,13 +13,16 @@ import subprocess
 from pathlib import Path
 
 from ..errors import StackError
-from .paths import cache_dir
+from .pinned_jars import PinnedJars
 
 # 4.3.1: the newest patch release of the newest minor line with a patch release
 # (4.4.0 is a .0); KRaft only, Java 17+, matching the apache/kafka image in docker-compose.yml.
 KAFKA_VERSION = "4.3.1"
 MIN_JAVA = 17
 HERE = Path(__file__).parent / "kafka"
+JARS = PinnedJars(title=f"Apache Kafka {KAFKA_VERSION} jars", folder=HERE, digests_file=f"kafka-{KAFKA_VERSION}.sha256",
+                  version_property="kafka.version", version=KAFKA_VERSION, cache_name=f"kafka-{KAFKA_VERSION}",
+                  size_hint="~60 MB", timeout=900)
 
 
 def java_binary() -> str:
@@ -54,54 +54,14 @@ def classpath() -> str:
             raise StackError(f"KAFKA_HOME={kafka_home} has no libs/kafka_*.jar: point it at an unpacked "
                              "Kafka distribution, or unset it to use the pinned jars from Maven Central.")
         return f"{libs}/*"
-    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
-    if not (libs / ".verified").exists():
-        resolve(libs)
-    return f"{libs}/*"
+    if not (JARS.libs / ".verified").exists():
+        JARS.resolve(extra_help="\n  or set KAFKA_HOME to an unpacked Apache Kafka 4.x distribution")
+    return JARS.classpath()
 
 
 def expected_digests() -> dict[str, str]:
-    manifest = HERE / f"kafka-{KAFKA_VERSION}.sha256"
-    digests = {}
-    for line in manifest.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split()
-            digests[name] = digest
-    return digests
+    return JARS.expected_digests()
 
 
 def verify(libs: Path) -> None:
-    expected = expected_digests()
-    found = {p.name for p in libs.glob("*.jar")}
-    missing, extra = sorted(set(expected) - found), sorted(found - set(expected))
-    if missing or extra:
-        raise StackError(f"Kafka jars in {libs} do not match the pinned list: missing {missing}, unexpected {extra}")
-    for name, digest in expected.items():
-        actual = hashlib.sha256((libs / name).read_bytes()).hexdigest()
-        if actual != digest:
-            raise StackError(f"{libs / name} has SHA-256 {actual}, expected {digest}: delete {libs.parent} and retry")
-
-
-def resolve(libs: Path) -> None:
-    mvn = shutil.which("mvn")
-    if not mvn:
-        raise StackError(
-            "Kafka's jars are fetched from Maven Central with Maven, which is not installed.\n"
-            "  Debian/Ubuntu: apt-get install -y maven\n"
-            "  or set KAFKA_HOME to an unpacked Apache Kafka 4.x distribution")
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    print(f"  fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central (once; ~60 MB) ...", flush=True)
-    command = [mvn, "-B", "-q", "--strict-checksums", "-f", str(HERE / "pom.xml"),
-               "dependency:copy-dependencies", f"-Dkafka.version={KAFKA_VERSION}",
-               f"-DoutputDirectory={staging}", "-DincludeScope=runtime"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        raise StackError("Maven did not finish fetching Kafka's jars within 15 minutes; check the network") from None
-    if result.returncode != 0:
-        raise StackError("Maven could not fetch Kafka's jars:\n" + (result.stdout + result.stderr)[-2000:])
-    verify(staging)
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    (libs / ".verified").write_text(KAFKA_VERSION + "\n")
+    JARS.verify(libs)
