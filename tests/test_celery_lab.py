@@ -50,6 +50,10 @@ def early_ack():
     return dict(autoretry_for=(GatewayTimeout,), max_retries=5, retry_backoff=1, retry_jitter=False)
 
 
+def late_ack_without_reject():
+    return dict(autoretry_for=(GatewayTimeout,), max_retries=5, retry_backoff=1, retry_jitter=False, acks_late=True)
+
+
 def no_backoff():
     return dict(autoretry_for=(GatewayTimeout,), max_retries=5, acks_late=True, reject_on_worker_lost=True)
 
@@ -110,6 +114,8 @@ CATALOGUE = [
           blame="task_options", says=("acks_late",)),
     Wrong("early acknowledgement loses the payment a dying worker holds", celery_lab.check_crash,
           (charge_payment, early_ack, "early"), blame="ACK_MODE", says=("never finished", "at most once")),
+    Wrong("acks_late without reject_on_worker_lost: a killed pool process loses the payment", celery_lab.check_crash,
+          (charge_payment, late_ack_without_reject, "late"), blame="task_options", says=("reject_on_worker_lost",)),
     Wrong("retries without backoff", celery_lab.check_crash, (charge_payment, no_backoff, "late"),
           blame="task_options", says=("back off",)),
     Wrong("keyed on the task id: a double click charges twice", celery_lab.check_double_submit,

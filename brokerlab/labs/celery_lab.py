@@ -289,6 +289,13 @@ def check_crash(charge_payment, task_options, ACK_MODE):
         expect(late == (ACK_MODE == "late"),
                f"ACK_MODE is {ACK_MODE!r} but task_options gives acks_late={task.acks_late!r}",
                "Make task_options say what ACK_MODE says (acks_late).", blame="task_options")
+        # This check kills the whole worker (the threads pool), which acks_late alone survives. With the prefork pool
+        # (the default) a killed pool process is acknowledged as failed unless reject_on_worker_lost is set: 03a's c1.
+        expect(not late or task.reject_on_worker_lost,
+               f"acks_late is on but reject_on_worker_lost is {task.reject_on_worker_lost!r}: under the prefork pool, "
+               "a payment whose pool process is killed (out of memory) is acknowledged as failed and never charged",
+               "Add reject_on_worker_lost=True next to acks_late, so a lost pool process re-queues the payment too.",
+               blame="task_options")
         gateway.plan(before="hang-before", after="hang-after", flaky="timeout-after-charge:2")
         first = scratch.worker("first")
         held = {p: task.apply_async((ns, p, 100), queue=queue) for p in ("before", "after")}
