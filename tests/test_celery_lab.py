@@ -76,6 +76,11 @@ def charge_keyed_on_task_id(task, gateway, payment_id, amount):
     return gateway.charge(payment_id, amount, idempotency_key=task.request.id)
 
 
+def charge_returning_true(task, gateway, payment_id, amount):
+    gateway.charge(payment_id, amount, idempotency_key=f"payment-{payment_id}")
+    return True  # "it worked"
+
+
 def charge_swallowing_errors(task, gateway, payment_id, amount):
     try:
         return gateway.charge(payment_id, amount, idempotency_key=f"payment-{payment_id}")
@@ -104,6 +109,8 @@ CATALOGUE = [
           (charge_without_key, task_options), blame="charge_payment", says=("charged 3 times", "idempotency")),
     Wrong("a fresh idempotency key on every attempt", celery_lab.check_retries,
           (charge_with_fresh_key, task_options), blame="charge_payment", says=("charged 3 times", "same")),
+    Wrong("returns True instead of the charge id", celery_lab.check_retries, (charge_returning_true, task_options),
+          blame="charge_payment", says=("returned True", "charge id")),
     Wrong("swallows every error", celery_lab.check_retries, (charge_swallowing_errors, task_options),
           blame="charge_payment", says=("declined", "CardDeclined")),
     Wrong("a NameError in the body", celery_lab.check_retries, (charge_with_a_typo, task_options),

@@ -121,8 +121,12 @@ class Gateway:
     def calls(self, payment_id: str) -> list[float]:
         return [c["at"] for c in self._calls() if c["payment"] == payment_id]
 
+    def charge_ids(self, payment_id: str) -> list[str]:
+        return [c["id"] for c in map(json.loads, self.r.lrange(f"{self.ns}:charges", 0, -1))
+                if c["payment"] == payment_id]
+
     def charges(self, payment_id: str) -> int:
-        return sum(1 for c in self.r.lrange(f"{self.ns}:charges", 0, -1) if json.loads(c)["payment"] == payment_id)
+        return len(self.charge_ids(payment_id))
 
     def delete(self) -> None:
         keys = list(self.r.scan_iter(match=f"{self.ns}*"))
@@ -231,6 +235,11 @@ def check_retries(charge_payment, task_options):
                f"a payment the gateway accepts at once ended {ok.state if ok else 'in a retry loop'} with "
                f"{gateway.charges('good')} charges" + (f" ({ok.result!r})" if ok is not None and ok.failed() else ""),
                "charge_payment should charge the card once through `gateway.charge` and return its charge id.",
+               blame="charge_payment")
+        expect(ok.result == gateway.charge_ids("good")[0],
+               f"charge_payment returned {ok.result!r}, not the charge id the gateway gave "
+               f"({gateway.charge_ids('good')[0]!r})",
+               "Return what `gateway.charge` returns: the caller needs the charge id (for a refund, a receipt).",
                blame="charge_payment")
 
         declined = _eager(task, ns, "declined")
