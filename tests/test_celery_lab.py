@@ -50,6 +50,10 @@ def early_ack():
     return dict(autoretry_for=(GatewayTimeout,), max_retries=5, retry_backoff=1, retry_jitter=False)
 
 
+def late_ack_without_reject():
+    return dict(autoretry_for=(GatewayTimeout,), max_retries=5, retry_backoff=1, retry_jitter=False, acks_late=True)
+
+
 def no_backoff():
     return dict(autoretry_for=(GatewayTimeout,), max_retries=5, acks_late=True, reject_on_worker_lost=True)
 
@@ -70,6 +74,11 @@ def charge_with_fresh_key(task, gateway, payment_id, amount):
 
 def charge_keyed_on_task_id(task, gateway, payment_id, amount):
     return gateway.charge(payment_id, amount, idempotency_key=task.request.id)
+
+
+def charge_returning_true(task, gateway, payment_id, amount):
+    gateway.charge(payment_id, amount, idempotency_key=f"payment-{payment_id}")
+    return True  # "it worked"
 
 
 def charge_swallowing_errors(task, gateway, payment_id, amount):
@@ -100,6 +109,8 @@ CATALOGUE = [
           (charge_without_key, task_options), blame="charge_payment", says=("charged 3 times", "idempotency")),
     Wrong("a fresh idempotency key on every attempt", celery_lab.check_retries,
           (charge_with_fresh_key, task_options), blame="charge_payment", says=("charged 3 times", "same")),
+    Wrong("returns True instead of the charge id", celery_lab.check_retries, (charge_returning_true, task_options),
+          blame="charge_payment", says=("returned True", "charge id")),
     Wrong("swallows every error", celery_lab.check_retries, (charge_swallowing_errors, task_options),
           blame="charge_payment", says=("declined", "CardDeclined")),
     Wrong("a NameError in the body", celery_lab.check_retries, (charge_with_a_typo, task_options),
@@ -110,6 +121,8 @@ CATALOGUE = [
           blame="task_options", says=("acks_late",)),
     Wrong("early acknowledgement loses the payment a dying worker holds", celery_lab.check_crash,
           (charge_payment, early_ack, "early"), blame="ACK_MODE", says=("never finished", "at most once")),
+    Wrong("acks_late without reject_on_worker_lost: a killed pool process loses the payment", celery_lab.check_crash,
+          (charge_payment, late_ack_without_reject, "late"), blame="task_options", says=("reject_on_worker_lost",)),
     Wrong("retries without backoff", celery_lab.check_crash, (charge_payment, no_backoff, "late"),
           blame="task_options", says=("back off",)),
     Wrong("keyed on the task id: a double click charges twice", celery_lab.check_double_submit,

@@ -121,8 +121,12 @@ class Gateway:
     def calls(self, payment_id: str) -> list[float]:
         return [c["at"] for c in self._calls() if c["payment"] == payment_id]
 
+    def charge_ids(self, payment_id: str) -> list[str]:
+        return [c["id"] for c in map(json.loads, self.r.lrange(f"{self.ns}:charges", 0, -1))
+                if c["payment"] == payment_id]
+
     def charges(self, payment_id: str) -> int:
-        return sum(1 for c in self.r.lrange(f"{self.ns}:charges", 0, -1) if json.loads(c)["payment"] == payment_id)
+        return len(self.charge_ids(payment_id))
 
     def delete(self) -> None:
         keys = list(self.r.scan_iter(match=f"{self.ns}*"))
@@ -232,6 +236,11 @@ def check_retries(charge_payment, task_options):
                f"{gateway.charges('good')} charges" + (f" ({ok.result!r})" if ok is not None and ok.failed() else ""),
                "charge_payment should charge the card once through `gateway.charge` and return its charge id.",
                blame="charge_payment")
+        expect(ok.result == gateway.charge_ids("good")[0],
+               f"charge_payment returned {ok.result!r}, not the charge id the gateway gave "
+               f"({gateway.charge_ids('good')[0]!r})",
+               "Return what `gateway.charge` returns: the caller needs the charge id (for a refund, a receipt).",
+               blame="charge_payment")
 
         declined = _eager(task, ns, "declined")
         tries = len(gateway.calls("declined"))
@@ -289,6 +298,13 @@ def check_crash(charge_payment, task_options, ACK_MODE):
         expect(late == (ACK_MODE == "late"),
                f"ACK_MODE is {ACK_MODE!r} but task_options gives acks_late={task.acks_late!r}",
                "Make task_options say what ACK_MODE says (acks_late).", blame="task_options")
+        # This check kills the whole worker (the threads pool), which acks_late alone survives. With the prefork pool
+        # (the default) a killed pool process is acknowledged as failed unless reject_on_worker_lost is set: 03a's c1.
+        expect(not late or task.reject_on_worker_lost,
+               f"acks_late is on but reject_on_worker_lost is {task.reject_on_worker_lost!r}: under the prefork pool, "
+               "a payment whose pool process is killed (out of memory) is acknowledged as failed and never charged",
+               "Add reject_on_worker_lost=True next to acks_late, so a lost pool process re-queues the payment too.",
+               blame="task_options")
         gateway.plan(before="hang-before", after="hang-after", flaky="timeout-after-charge:2")
         first = scratch.worker("first")
         held = {p: task.apply_async((ns, p, 100), queue=queue) for p in ("before", "after")}

@@ -2,7 +2,7 @@
 
 Fed by Celery's own monitoring feed, the event stream (what `celery events` and Flower read):
 workers publish task-received / started / succeeded / failed / retried events, the sending
-process publishes task-sent.  A background thread runs an `app.events.Receiver` (bounded:
+process publishes task-sent (only with task_send_sent_event, which celery_app.make_app turns on).  A background thread runs an `app.events.Receiver` (bounded:
 it stops when the view stops, checking every 0.2 s) and keeps only the events of the
 workers it watches and of tasks this process sent, because other runs' workers share the
 broker.  Each refresh can also ask the watched workers through `inspect()` what they hold.
