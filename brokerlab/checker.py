@@ -65,6 +65,7 @@ class Report:
     faults: list[Fault]
     seconds: float         # duration of the publishing phase
     lost_ids: list = field(default_factory=list)
+    healthy_rate: float | None = None  # acknowledgements per second measured before any fault (the setting's cost)
 
     @property
     def faulted(self) -> bool:
@@ -84,7 +85,8 @@ class Report:
         """One row of a summary table."""
         return {"run": self.name, "attempted": self.attempted, "acknowledged": self.acknowledged,
                 "failed": self.failed, "received": self.received, "lost": self.lost,
-                "duplicated": self.duplicated, "acks/s": round(self.acks_per_second),
+                "duplicated": self.duplicated,
+                "acks/s before the fault": round(self.healthy_rate) if self.healthy_rate else None,
                 "fault": "; ".join(str(f) for f in self.faults) or "none"}
 
     def __str__(self) -> str:
@@ -105,6 +107,7 @@ class History:
         self._failed: dict[Hashable, str] = {}
         self._attempted: set[Hashable] = set()
         self.faults: list[Fault] = []
+        self.healthy_rate: float | None = None  # set by the experiment: acks/s while nothing was broken
 
     # --- the producer side ---------------------------------------------------------------
     def attempt(self, msg_id: Hashable) -> None:
@@ -176,4 +179,5 @@ class History:
                 faults=list(self.faults),
                 seconds=end - self.started,
                 lost_ids=lost[:20],
+                healthy_rate=self.healthy_rate,
             )
