@@ -607,6 +607,14 @@ class ScratchKafkaCluster:
 
     start_seconds = 0.0
 
+    def restart_dead(self, seconds: float = 60) -> list[int]:
+        """Restart every node that is not running (same ports, same data) and wait until all are registered."""
+        dead = [node for node in self.nodes if not node.pid]
+        for node in dead:
+            node.launch()
+        self.wait_ready(seconds)
+        return [node.node_id for node in dead]
+
     def pids(self) -> list[int]:
         return [node.pid for node in self.nodes if node.pid]
 
