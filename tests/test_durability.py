@@ -13,14 +13,13 @@ def test_redis_async_replication_loses_acknowledged_writes_and_wait_does_not():
         safe = durability.redis_failover(group, "b", wait_for_replica=True, during=10)
     print(unsafe, safe, sep="\n")
     assert unsafe.require_fault().lost > 0
-    assert safe.require_fault().lost == 0 and safe.acknowledged >= 100
+    assert safe.require_fault().lost == 0 and safe.acknowledged > 0 and safe.failed >= 10
 
 
 def test_rabbitmq_quorum_queue_keeps_every_confirmed_message_when_its_leader_dies():
     with scratch_rabbitmq_cluster(3) as nodes:
         quorum = durability.rabbitmq_leader_kill(nodes, "q-quorum", "quorum")
-        nodes[2].restart()
-        classic = durability.rabbitmq_leader_kill(nodes, "q-classic", "classic")
+        classic = durability.rabbitmq_leader_kill(nodes, "q-classic", "classic", leader_index=1)
     print(quorum, classic, sep="\n")
     assert quorum.require_fault().lost == 0 and quorum.acknowledged >= 300
     assert classic.require_fault().received == 0 and classic.lost >= 300
