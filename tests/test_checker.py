@@ -6,8 +6,9 @@ import signal
 import pytest
 
 from brokerlab.checker import History
-from brokerlab.stack.procs import pid_alive, wait_gone
+from brokerlab.stack.procs import pid_alive, port_in_use, wait_gone
 from brokerlab.stack.scratch import scratch_redis
+from brokerlab.waiting import wait_for
 
 
 def test_report_counts_lost_duplicated_and_unacknowledged():
@@ -39,6 +40,7 @@ def _write_kill_read(server, history: History, count: int, kill_after: int) -> l
             pid = server.pid
             history.inject(pid, signal.SIGKILL, f"scratch redis :{server.port}")
             assert wait_gone(pid, 10)
+            wait_for(lambda: not port_in_use("127.0.0.1", server.port), 10, "the killed server's port to close")
             break
         client.set(f"m:{i}", "v")
         history.acked(f"m:{i}")

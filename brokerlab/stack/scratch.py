@@ -151,10 +151,11 @@ class _Scratch:
 class ScratchRedis(_Scratch):
     """A private redis-server.  `config` holds redis.conf settings: {"maxmemory": "2mb", ...}."""
 
-    def __init__(self, config: dict[str, object] | None = None, persistent: bool | None = None, label: str = "redis"):
+    def __init__(self, config: dict[str, object] | None = None, persistent: bool | None = None, label: str = "redis",
+                 port: int | None = None):
         super().__init__(label)
         self.config = {str(k).replace("_", "-"): v for k, v in (config or {}).items()}
-        (port,) = free_ports(1)
+        port = port or free_ports(1)[0]
         self.service = RedisService(_endpoints({"redis": port}), self.dir)
         self.service.die_with_launcher = True  # a killed notebook kernel takes its scratch server along
         self.service.dir = self.dir
@@ -695,10 +696,11 @@ class RedisSentinelGroup:
     MASTER_NAME = "brokerlab"
 
     def __init__(self, label: str = CLUSTER_LABEL):
-        self.primary = ScratchRedis(label=f"{label}-redis-primary")
-        self.replica = ScratchRedis(label=f"{label}-redis-replica")
-        (port,) = free_ports(1)
-        self.sentinel = ScratchRedis(label=f"{label}-redis-sentinel")
+        # three distinct ports in one pick: none of them listens yet, so separate picks could coincide
+        primary_port, replica_port, port = free_ports(3)
+        self.primary = ScratchRedis(label=f"{label}-redis-primary", port=primary_port)
+        self.replica = ScratchRedis(label=f"{label}-redis-replica", port=replica_port)
+        self.sentinel = ScratchRedis(label=f"{label}-redis-sentinel", port=port)
         self.sentinel.service = _SentinelService(_endpoints({"redis": port}), self.sentinel.dir,
                                                  self.primary.port, self.MASTER_NAME)
         self.members = [self.primary, self.replica, self.sentinel]
