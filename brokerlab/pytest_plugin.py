@@ -6,6 +6,9 @@
 - The stack is started once per session when it is not already up, and stopped at
   the end if this session started it: nothing is left running after the run.  Under
   pytest-xdist only the controlling process does this; its workers find the stack up.
+- Tests and notebooks that start 3-node clusters are marked `cluster` (notebooks by their metadata
+  {"brokerlab": {"starts_clusters": true}}): `python -m brokerlab test` runs them one after another in a
+  lane of their own, beside the parallel run, so two clusters never start at once.
 - Tests that stop or freeze a broker of the shared test stack are marked `disruptive`
   (tests using the `frozen` fixture are marked automatically): `python -m brokerlab test`
   runs them alone, before everything else runs in parallel.
@@ -13,6 +16,7 @@ Notebook kernels started by nbval inherit these variables.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import pytest
@@ -53,6 +57,8 @@ def pytest_configure(config):
     os.environ.setdefault("BROKERLAB_HEADLESS", "1")
     os.environ.setdefault("MPLBACKEND", "Agg")
     config.addinivalue_line(
+        "markers", "cluster: starts a 3-node scratch cluster; run in a lane of their own, one after another")
+    config.addinivalue_line(
         "markers", "disruptive: stops or freezes a broker of the shared test stack; run alone, never in parallel")
 
 
@@ -60,6 +66,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "frozen" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.disruptive)
+        if item.get_closest_marker("cluster") is None and starts_clusters(item.path):
+            item.add_marker(pytest.mark.cluster)
+
+
+@functools.lru_cache(maxsize=None)
+def starts_clusters(path) -> bool:
+    """A notebook that starts a 3-node cluster profile says so in its metadata:
+    {"brokerlab": {"starts_clusters": true}} (the test command gives those a lane of their own)."""
+    if path is None or path.suffix != ".ipynb":
+        return False
+    import json
+
+    return bool(json.loads(path.read_text()).get("metadata", {}).get("brokerlab", {}).get("starts_clusters"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers

@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from brokerlab.endpoints import BASE_PORTS
-from brokerlab.testing import notebook_targets, parallel_phase_args
+from brokerlab.testing import cluster_lane_args, notebook_targets, parallel_phase_args
 
 ROOT = REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL_NOTEBOOKS = sorted(ROOT.glob("notebooks/*.ipynb")) + sorted(ROOT.glob("labs/*.ipynb"))
@@ -55,8 +55,9 @@ def test_the_suite_runs_every_lesson_and_solution_twice():
     targets = notebook_targets()
     assert sorted(targets) == sorted(ids(LESSONS_AND_SOLUTIONS))
     assert not [t for t in targets if t.endswith("_exercise.ipynb")]  # exercises are meant to fail
-    args = parallel_phase_args("2")
-    assert "--notebooks-twice" in args and args[args.index("--dist") + 1] == "loadfile"
+    args, lane = parallel_phase_args("2"), cluster_lane_args()
+    assert "--notebooks-twice" in args and args[args.index("--dist") + 1] == "loadfile" and "--notebooks-twice" in lane
+    assert sorted(t for t in args + lane if t in targets) == sorted(targets)  # each notebook in one of the two
     # What pytest really collects with those options: every notebook, then its second run.
     collected = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--nbval-lax",
                                 "--notebooks-twice", *targets], cwd=REPO_ROOT, capture_output=True, text=True,

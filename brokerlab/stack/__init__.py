@@ -121,6 +121,11 @@ def down(ep: Endpoints | None = None) -> None:
         thread.start()
     for thread in threads:
         thread.join()
+    from .scratch import stop_cluster_leftovers
+
+    cluster = stop_cluster_leftovers()  # a cluster profile whose notebook kernel was killed (lesson 07)
+    if cluster:
+        print(f"  stopped {len(cluster)} leftover cluster-profile process(es): pids {cluster}")
     left = [(s.name, pid) for s in services(ep) for pid in s.pids() + s.strays()]
     if errors or left:
         raise StackError("could not stop everything: " + "; ".join(errors + [f"{n} pid {p}" for n, p in left]))

@@ -446,7 +446,9 @@ class KafkaService(NativeService):
             [self.java, *self.HEAP, "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
              f"-Dlog4j2.configurationFile={d / 'log4j2.properties'}", "-cp", self.classpath,
              "kafka.Kafka", str(d / "server.properties")],
-            d / "kafka.stdout", cwd=d)
+            d / "kafka.stdout", cwd=d,
+            # scratch nodes: SIGKILLed when the process that started them dies (PR_SET_PDEATHSIG)
+            preexec_fn=debroot._die_with_parent if self.die_with_launcher else None)
         self.pid_file.write_text(f"{process.pid}\n")
 
     def format_storage(self) -> None:

@@ -137,9 +137,11 @@ def tail(path: Path, lines: int = 20) -> str:
         return f"(no log at {path})"
 
 
-def spawn_detached(argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    """Start a server in its own session so it outlives this command and a Ctrl-C here."""
+def spawn_detached(argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None,
+                   preexec_fn=None) -> subprocess.Popen:
+    """Start a server in its own session so it outlives this command and a Ctrl-C here
+    (`preexec_fn` runs in the child before exec: e.g. to die with its parent)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=cwd, start_new_session=True)
+                                env=env, cwd=cwd, start_new_session=True, preexec_fn=preexec_fn)

@@ -1,0 +1,39 @@
+"""Lesson 07's experiments on real scratch clusters: a fault is really injected, and the checker's counts
+separate the unsafe setting from the safe one."""
+from __future__ import annotations
+
+import pytest
+
+from brokerlab import durability
+from brokerlab.stack.scratch import scratch_kafka_cluster, scratch_rabbitmq_cluster, scratch_redis_sentinel
+
+pytestmark = pytest.mark.cluster  # starts 3-node clusters: run in turn with the other cluster users
+
+
+def test_redis_async_replication_loses_acknowledged_writes_and_wait_does_not():
+    with scratch_redis_sentinel() as group:
+        unsafe = durability.redis_failover(group, "a", wait_for_replica=False)
+    with scratch_redis_sentinel() as group:
+        safe = durability.redis_failover(group, "b", wait_for_replica=True, during=10)
+    print(unsafe, safe, sep="\n")
+    assert unsafe.require_fault().lost > 0
+    assert safe.require_fault().lost == 0 and safe.acknowledged > 0 and safe.failed >= 10
+
+
+def test_rabbitmq_quorum_queue_keeps_every_confirmed_message_when_its_leader_dies():
+    with scratch_rabbitmq_cluster(3) as nodes:
+        quorum = durability.rabbitmq_leader_kill(nodes, "q-quorum", "quorum")
+        classic = durability.rabbitmq_leader_kill(nodes, "q-classic", "classic", leader_index=1)
+    print(quorum, classic, sep="\n")
+    assert quorum.require_fault().lost == 0 and quorum.acknowledged >= 300
+    assert classic.require_fault().received == 0 and classic.lost >= 300
+
+
+def test_kafka_acks_1_loses_what_only_the_leader_had_and_acks_all_does_not():
+    with scratch_kafka_cluster() as cluster:
+        acks1 = durability.kafka_leader_kill(cluster, "t-acks1", "1")
+    with scratch_kafka_cluster() as cluster:
+        acks_all = durability.kafka_leader_kill(cluster, "t-acksall", "all", min_insync=2)
+    print(acks1, acks_all, sep="\n")
+    assert acks1.require_fault().lost > 0
+    assert acks_all.require_fault().lost == 0 and acks_all.acknowledged >= 300
