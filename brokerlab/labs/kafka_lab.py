@@ -338,7 +338,8 @@ def check_rebuild(rebuild_balances, apply_event, seed: int | None = None) -> dic
         expect(got, f"rebuild_balances returned no balances; the topic holds {len(history)} events on "
                f"{sum(1 for n in FIRST_ROUND.values() if n)} of its {len(FIRST_ROUND)} partitions",
                "Your consumer read nothing. Where does a consumer of a new group start reading? Did your loop "
-               "give the group time to assign partitions before giving up?", blame="rebuild_balances")
+               "give the group time to assign partitions before giving up, and does it wait for every partition's "
+               "end (an empty partition reports its end at once)?", blame="rebuild_balances")
         expect(got == want, "the replay rebuilt wrong balances: " + _diagnose(got, want, FIRST_ROUND),
                "A replay is finished when EVERY partition has been read to its end, not the first one to end.",
                blame="rebuild_balances")
