@@ -205,6 +205,18 @@ def handle_lets_failures_escape(channel, message, process, ladder):
     channel.basic_ack(message.delivery_tag)
 
 
+def handle_settles_twice(channel, message, process, ladder):   # no return after the reject: acks it too
+    try:
+        process(message.body)
+    except Exception:
+        rung = retries(message)
+        if rung >= ladder.rungs:
+            channel.basic_reject(message.delivery_tag, requeue=False)
+        else:
+            _retry_copy(channel, message, ladder, rung)
+    channel.basic_ack(message.delivery_tag)
+
+
 def handle_once_without_memory(channel, message, process, ladder, done):
     handle(channel, message, process, ladder)
 
@@ -273,6 +285,8 @@ CATALOGUE = [
           blame="handle", says=("left in the ladder", "neither acked nor rejected")),
     Wrong("a failure escapes handle", rabbitmq_lab.check_ladder, (declare_ladder, handle_lets_failures_escape),
           blame="handle_lets_failures_escape", says=("ProcessingFailed", "line")),
+    Wrong("a rejected delivery is acked too", rabbitmq_lab.check_ladder, (declare_ladder, handle_settles_twice),
+          blame="handle_settles_twice", says=("unknown delivery tag", "exactly once")),
     Wrong("no decision made", rabbitmq_lab.check_crash_between_steps, (declare_ladder, handle, None),
           blame="RETRY_ORDER", says=("decision", "duplicate")),
     Wrong("decided publish-then-ack but acks first", rabbitmq_lab.check_crash_between_steps,

@@ -184,6 +184,8 @@ def consume_with(handle, queue: str, args_after_message: tuple, until, crash_at:
                  idle_stop: float | None = None, ) -> dict:
     """One consumer (its own connection) that calls handle(channel, message, *args_after_message) for
     each delivery until `until()` is false.  Returns {"crashed": bool, "calls": [...]}."""
+    import pika.exceptions
+
     connection = rabbit_connection()
     crashed = False
     channel = None
@@ -204,6 +206,12 @@ def consume_with(handle, queue: str, args_after_message: tuple, until, crash_at:
             except SimulatedCrash:
                 crashed = True
                 break
+    except pika.exceptions.ChannelClosedByBroker as closed:   # e.g. a delivery acked after it was rejected
+        name = getattr(handle, "__name__", "handle")
+        expect(False, f"RabbitMQ closed the channel {name} was given: {closed.reply_code} {closed.reply_text} "
+                      f"(its calls: {channel.calls if channel else []})",
+               "Settle each delivery exactly once: basic_ack, or basic_reject/basic_nack, never two of them "
+               "(return right after the reject). Acking an unknown delivery tag closes the channel.", blame=name)
     finally:
         rt._close(connection)  # a crash: unacked messages go back to the queue, as after a SIGKILL
     return {"crashed": crashed, "calls": channel.calls if channel else []}
