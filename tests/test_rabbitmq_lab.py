@@ -120,7 +120,7 @@ def declare_work_without_dlx(channel, ladder):
     declare_ladder(channel, ladder, work_dlx=False)
 
 
-def retries_from_x_death(message):  # worked before 3.13, when the broker interpreted a client's x-death
+def retries_from_x_death(message):  # worked before 4.0 (3.12; 3.13.3+): the broker read a client x-death
     return sum(int(d["count"]) for d in rt.x_death(message) if d["reason"] == "expired")
 
 
@@ -205,6 +205,18 @@ def handle_lets_failures_escape(channel, message, process, ladder):
     channel.basic_ack(message.delivery_tag)
 
 
+def handle_settles_twice(channel, message, process, ladder):   # no return after the reject: acks it too
+    try:
+        process(message.body)
+    except Exception:
+        rung = retries(message)
+        if rung >= ladder.rungs:
+            channel.basic_reject(message.delivery_tag, requeue=False)
+        else:
+            _retry_copy(channel, message, ladder, rung)
+    channel.basic_ack(message.delivery_tag)
+
+
 def handle_once_without_memory(channel, message, process, ladder, done):
     handle(channel, message, process, ladder)
 
@@ -214,6 +226,29 @@ def handle_once_remembers_too_early(channel, message, process, ladder, done):  #
         channel.basic_ack(message.delivery_tag)
         return
     done.add(message.properties.message_id)
+    handle(channel, message, process, ladder)
+
+
+def handle_once_keyed_by_delivery_tag(channel, message, process, ladder, done):   # tags count per channel
+    if message.delivery_tag in done:
+        channel.basic_ack(message.delivery_tag)
+        return
+    try:
+        process(message.body)
+        done.add(message.delivery_tag)
+    except Exception:
+        rung = retries(message)
+        if rung >= ladder.rungs:
+            channel.basic_reject(message.delivery_tag, requeue=False)
+            return
+        _retry_copy(channel, message, ladder, rung)
+    channel.basic_ack(message.delivery_tag)
+
+
+def handle_once_skips_redelivered(channel, message, process, ladder, done):   # redelivered != processed
+    if message.redelivered:
+        channel.basic_ack(message.delivery_tag)
+        return
     handle(channel, message, process, ladder)
 
 
@@ -250,6 +285,8 @@ CATALOGUE = [
           blame="handle", says=("left in the ladder", "neither acked nor rejected")),
     Wrong("a failure escapes handle", rabbitmq_lab.check_ladder, (declare_ladder, handle_lets_failures_escape),
           blame="handle_lets_failures_escape", says=("ProcessingFailed", "line")),
+    Wrong("a rejected delivery is acked too", rabbitmq_lab.check_ladder, (declare_ladder, handle_settles_twice),
+          blame="handle_settles_twice", says=("unknown delivery tag", "exactly once")),
     Wrong("no decision made", rabbitmq_lab.check_crash_between_steps, (declare_ladder, handle, None),
           blame="RETRY_ORDER", says=("decision", "duplicate")),
     Wrong("decided publish-then-ack but acks first", rabbitmq_lab.check_crash_between_steps,
@@ -260,6 +297,10 @@ CATALOGUE = [
           blame="handle_once", says=("message_id",)),
     Wrong("handle_once remembers before the work", rabbitmq_lab.check_once,
           (declare_ladder, handle_once_remembers_too_early), blame="handle_once", says=("after processing",)),
+    Wrong("handle_once remembers delivery tags", rabbitmq_lab.check_once,
+          (declare_ladder, handle_once_keyed_by_delivery_tag), blame="handle_once", says=("delivery_tag",)),
+    Wrong("handle_once skips every redelivered message", rabbitmq_lab.check_once,
+          (declare_ladder, handle_once_skips_redelivered), blame="handle_once", says=("died before the work",)),
 ]
 
 

@@ -184,6 +184,8 @@ def consume_with(handle, queue: str, args_after_message: tuple, until, crash_at:
                  idle_stop: float | None = None, ) -> dict:
     """One consumer (its own connection) that calls handle(channel, message, *args_after_message) for
     each delivery until `until()` is false.  Returns {"crashed": bool, "calls": [...]}."""
+    import pika.exceptions
+
     connection = rabbit_connection()
     crashed = False
     channel = None
@@ -204,6 +206,12 @@ def consume_with(handle, queue: str, args_after_message: tuple, until, crash_at:
             except SimulatedCrash:
                 crashed = True
                 break
+    except pika.exceptions.ChannelClosedByBroker as closed:   # e.g. a delivery acked after it was rejected
+        name = getattr(handle, "__name__", "handle")
+        expect(False, f"RabbitMQ closed the channel {name} was given: {closed.reply_code} {closed.reply_text} "
+                      f"(its calls: {channel.calls if channel else []})",
+               "Settle each delivery exactly once: basic_ack, or basic_reject/basic_nack, never two of them "
+               "(return right after the reject). Acking an unknown delivery tag closes the channel.", blame=name)
     finally:
         rt._close(connection)  # a crash: unacked messages go back to the queue, as after a SIGKILL
     return {"crashed": crashed, "calls": channel.calls if channel else []}
@@ -503,8 +511,12 @@ def check_once(declare_ladder, handle_once) -> None:
         call(declare_ladder, channel, ladder)
         channel.confirm_delivery()
         _publish(channel, ladder, bodies, message_ids=True)
-        # a consumer that dies at its first ack: after processing ok-a, before acking it
-        crash = consume_with(handle_once, ladder.work, (process, ladder, done_ids), lambda: True, crash_at=1,
+        # a consumer that died before it processed ok-a: ok-a comes again, redelivered, and its work is NOT done
+        taken = rt.wait_for_message(channel, ladder.work, 3)
+        channel.basic_nack(taken.delivery_tag, requeue=True)
+        # a consumer that dies at its second ack: after processing ok-b, before acking it (its delivery tags
+        # 1, 2 come again on the next consumer's channel, for other messages)
+        crash = consume_with(handle_once, ladder.work, (process, ladder, done_ids), lambda: True, crash_at=2,
                              idle_stop=3)
         expect(crash["crashed"], "handle_once never acked or published anything",
                "Ack each message you processed.", blame="handle_once")
@@ -513,8 +525,10 @@ def check_once(declare_ladder, handle_once) -> None:
         counts = {b: process.done[b] for b in bodies}
         expect(all(c == 1 for c in counts.values()),
                f"after a crash between processing and acking, the work ran {counts} times",
-               "A redelivered message (message.redelivered is True) may already be done: look its message_id "
-               "up in `done` before processing; add it after processing, before the ack.", blame="handle_once")
+               "A redelivered message (message.redelivered is True) may already be done, or not (its consumer may "
+               "have died before the work): look its message_id up in `done` before processing; add it after "
+               "processing, before the ack. Not the delivery_tag: it counts per channel, and a new consumer's "
+               "tags start at 1 again.", blame="handle_once")
         expect(rt.ready(channel, ladder.work) == 0, "messages are left in the work queue",
                "Ack the duplicate you skipped, too.", blame="handle_once")
     finally:
