@@ -1,4 +1,4 @@
-"""Command line: python -m brokerlab {lab,test,setup,stack,tool,exercises}.
+"""Command line: python -m brokerlab {lab,test,setup,stack,tool,exercises,claims}.
 
 Runs from a fresh clone with the system's python3: every command but `setup`
 re-runs itself inside the course environment (.venv), creating it if needed.
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     site = sub.add_parser("site", help="execute every notebook (quick mode) and write a static HTML course site")
     site.add_argument("--out", default=None, help="output folder (default: build/site)")
     site.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time (default 2)")
+    # `claims` (issue 16): the claims ledger, checked against the notebooks and rendered into README.md
+    claims = sub.add_parser("claims", help="check the claims ledger and regenerate its table in README.md")
+    claims.add_argument("--check", action="store_true", help="only report problems and a stale README (exit 1)")
     return parser
 
 
@@ -101,7 +104,21 @@ def run(args) -> int:
 
         stale = build_all(check_only=args.check)
         return 1 if (args.check and stale) else 0
+    if args.command == "claims":
+        return claims_command(args)
     return 2
+
+
+def claims_command(args) -> int:
+    from . import claims
+
+    problems = claims.problems()
+    for problem in problems:
+        print(f"brokerlab claims: {problem}", file=sys.stderr)
+    stale = claims.update_readme(check_only=args.check)
+    if stale:
+        print("brokerlab claims: README.md's ledger section " + ("is stale" if args.check else "regenerated"))
+    return 1 if problems or (args.check and stale) else 0
 
 
 def lab(args) -> int:
