@@ -38,10 +38,11 @@ def test_the_whole_profile_starts_within_a_minute_fits_in_memory_and_is_gone_aft
         assert sum(memory.values()) <= MEMORY_BOUND
     assert not [p for p in pids if pid_alive(p)], "a cluster process outlived its block"
     # A freed port may at once be taken by another scratch server of a parallel test (they pick from the same
-    # range): what must not be left is a listener of this profile's own processes or folders.
+    # range): what must not be left is a listener of this profile's own processes or folders (every process of
+    # the profile is already known dead above; a listener /proc cannot attribute is someone else's).
     held = [(port, port_owner(port)) for port in ports if port_in_use("127.0.0.1", port)]
     assert not [(port, owner) for port, owner in held
-                if owner is None or owner[0] in pids or any(folder in owner[1] for folder in folders)], held
+                if owner and (owner[0] in pids or any(folder in owner[1] for folder in folders))], held
     assert not leftovers(owner=os.getpid())
 
 

@@ -75,7 +75,10 @@ def port_in_use(host: str, port: int) -> bool:
             return False
         # Connecting to a free port of the ephemeral range can pick that same port as the
         # source port and connect to itself (TCP simultaneous open): that is not a listener.
-        return sock.getsockname() != sock.getpeername()
+        try:
+            return sock.getsockname() != sock.getpeername()
+        except OSError:  # reset as soon as accepted: a server going away (killed) listens no more
+            return False
 
 
 def port_owner(port: int) -> tuple[int, str] | None:
