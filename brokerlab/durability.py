@@ -75,7 +75,9 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
         history.inject(pid, signal.SIGSTOP, f"kafka node {follower} (follower of {topic}-0)")
     try:
         send(range(before, before + during))
-        deadline = time.monotonic() + 3  # acks=1: the leader acknowledges alone; acks=all: nothing comes
+        # acks=1: the leader acknowledges alone, so wait until it has acknowledged every message (bounded);
+        # acks=all: nothing can come while both followers are paused, so a short look is enough.
+        deadline = time.monotonic() + (3 if acks == "all" else 30)
         while len(producer) and time.monotonic() < deadline:
             producer.poll(0.1)
         pid = cluster.node(leader).pid
