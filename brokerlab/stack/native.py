@@ -409,19 +409,28 @@ class KafkaService(NativeService):
         self.classpath = kafka_dist.classpath()
         self.installed = True
 
+    node_id = 1
+
+    def quorum_voters(self) -> str:
+        """The KRaft controller quorum: here this one process (scratch clusters list every node)."""
+        return f"{self.node_id}@{self.ep.host}:{self.ep.ports['kafka_controller']}"
+
+    def course_settings(self) -> list[str]:
+        return list(KAFKA_COURSE_SETTINGS)
+
     def server_properties(self) -> str:
         host, ports = self.ep.host, self.ep.ports
         return "\n".join([
-            "process.roles=broker,controller",  # one process is the whole KRaft cluster
-            "node.id=1",
-            f"controller.quorum.voters=1@{host}:{ports['kafka_controller']}",
+            "process.roles=broker,controller",  # each process is a KRaft controller and a broker
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.quorum_voters()}",
             f"listeners=PLAINTEXT://{host}:{ports['kafka']},CONTROLLER://{host}:{ports['kafka_controller']}",
             f"advertised.listeners=PLAINTEXT://{host}:{ports['kafka']}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             f"log.dirs={self.dir / 'data'}",
-            *KAFKA_COURSE_SETTINGS,
+            *self.course_settings(),
             "",
         ])
 

@@ -459,18 +459,11 @@ class _ScratchKafkaService(KafkaService):
         self.node_id, self.voters, self.cluster_id = node_id, voters, cluster_id
         self.die_with_launcher = True  # the JVM dies with the process (thread) that launched it
 
-    def server_properties(self) -> str:
-        host, ports = self.ep.host, self.ep.ports
-        return "\n".join([
-            "process.roles=broker,controller",
-            f"node.id={self.node_id}",
-            f"controller.quorum.voters={self.voters}",
-            f"listeners=PLAINTEXT://{host}:{ports['kafka']},CONTROLLER://{host}:{ports['kafka_controller']}",
-            f"advertised.listeners=PLAINTEXT://{host}:{ports['kafka']}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={self.dir / 'data'}",
+    def quorum_voters(self) -> str:
+        return self.voters
+
+    def course_settings(self) -> list[str]:
+        return [
             *[line for line in KAFKA_COURSE_SETTINGS if "replication.factor" not in line and "min.isr" not in line],
             # internal topics replicated like the lesson's own, so a dead node does not stop groups
             "offsets.topic.replication.factor=3", "transaction.state.log.replication.factor=3",
@@ -479,8 +472,7 @@ class _ScratchKafkaService(KafkaService):
             # a killed node is fenced, and its partitions get new leaders, within ~2 s instead of 9 s
             "broker.heartbeat.interval.ms=500", "broker.session.timeout.ms=2000",
             "replica.lag.time.max.ms=5000",
-            "",
-        ])
+        ]
 
     def format_storage(self) -> None:
         result = subprocess.run(
