@@ -12,6 +12,10 @@ import pytest
 from brokerlab.site import course_notebooks
 from brokerlab.stack.paths import REPO_ROOT
 
+# The site executes every notebook, notebook 07 too, which starts a 3-node cluster: so this test runs in the
+# cluster lane (see brokerlab.testing), never beside another cluster.
+pytestmark = pytest.mark.cluster
+
 SHOWS_A_VIEW = re.compile(r"\.(watch\(|display\(\))")
 PLOTS = re.compile(r"plt\.show\(\)|\.plot\(")
 
