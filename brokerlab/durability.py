@@ -74,7 +74,15 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
     for follower, pid in zip(followers, paused):
         history.inject(pid, signal.SIGSTOP, f"kafka node {follower} (follower of {topic}-0)")
     try:
-        send(range(before, before + during))
+        # A frozen follower may still have one fetch request waiting at the leader (fetch requests are long
+        # polls).  The first data to arrive answers it, and that response sits in the follower's socket buffer
+        # until SIGCONT: a first message (acknowledged, then 1 s for a request still in transit) uses it up, so
+        # only what is sent after it exists on the leader alone.  Without this, all `during` messages can ride
+        # in that one response and survive the leader (seen in CI).
+        send([before])
+        producer.flush(10 if acks == "1" else 0.5)
+        time.sleep(1)
+        send(range(before + 1, before + during))
         # acks=1: the leader acknowledges alone, so wait until it has acknowledged every message (bounded);
         # acks=all: nothing can come while both followers are paused, so a short look is enough.
         deadline = time.monotonic() + (3 if acks == "all" else 30)

@@ -87,9 +87,13 @@ def push_kill_restart(server, queue: str, n: int, snapshot_after: int | None = N
     `snapshot_after` of them; SIGKILL the server, restart it on the same data folder, and count.
 
     Returns {"acknowledged": n, "after_restart": LLEN after the restart, "lost": acknowledged - kept,
-    "delayed_fsyncs": INFO persistence aof_delayed_fsync before the kill (AOF everysec postponed a
-    write because a background fsync was slow: the one case where it can lose acknowledged writes
-    to a process crash)}."""
+    "unwritten_aof_bytes": INFO persistence aof_buffer_length just before the kill,
+    "delayed_fsyncs": aof_delayed_fsync just before the kill}.
+
+    With AOF everysec, Redis normally write()s the AOF before it answers, so a process crash loses
+    nothing. But while a background fsync is still running (a busy disk), it postpones the write for up
+    to 2 s and answers anyway: acknowledged writes then sit in its AOF buffer (aof_buffer_length > 0) and
+    die with the process; after 2 s it writes and counts aof_delayed_fsync."""
     client = server.client()
     try:
         before_snapshot = n if snapshot_after is None else snapshot_after
@@ -97,7 +101,7 @@ def push_kill_restart(server, queue: str, n: int, snapshot_after: int | None = N
         if snapshot_after is not None:
             _snapshot(client)
             acknowledged += _push(client, queue, before_snapshot, n - before_snapshot)
-        delayed = int(client.info("persistence").get("aof_delayed_fsync", 0))
+        persistence = client.info("persistence")  # nothing is written after this: the kill comes next
     finally:
         client.close()
     server.kill()
@@ -108,7 +112,8 @@ def push_kill_restart(server, queue: str, n: int, snapshot_after: int | None = N
     finally:
         client.close()
     return {"acknowledged": acknowledged, "after_restart": kept, "lost": acknowledged - kept,
-            "delayed_fsyncs": delayed}
+            "unwritten_aof_bytes": int(persistence.get("aof_buffer_length", 0)),
+            "delayed_fsyncs": int(persistence.get("aof_delayed_fsync", 0))}
 
 
 def _push(client, queue: str, first: int, count: int, chunk: int = 500) -> int:
