@@ -2,7 +2,7 @@
 # Each target calls the same `python3 -m brokerlab ...` CLI, which works without make too.
 PYTHON ?= python3
 
-.PHONY: lab test up down status logs reset exercises setup tool
+.PHONY: lab test up down status logs reset exercises setup tool site
 
 lab:        ## set up, start the broker stack, open JupyterLab on notebook 00
 	$(PYTHON) -m brokerlab lab
@@ -33,3 +33,6 @@ tool:       ## a broker's own CLI against the stack, e.g. make tool ARGS="redis-
 
 exercises:  ## regenerate lab exercises from their solutions
 	$(PYTHON) -m brokerlab exercises
+
+site:       ## execute every notebook (quick mode) into a static HTML course: build/site/index.html
+	$(PYTHON) -m brokerlab site

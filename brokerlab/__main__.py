@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     site = sub.add_parser("site", help="execute every notebook (quick mode) and write a static HTML course site")
     site.add_argument("--out", default=None, help="output folder (default: build/site)")
     site.add_argument("--jobs", type=int, default=2, help="notebooks executed at a time (default 2)")
+    site.add_argument("notebooks", nargs="*", help="only these notebooks (default: every lesson and lab solution)")
     # `claims` (issue 16): the claims ledger, checked against the notebooks and rendered into README.md
     claims = sub.add_parser("claims", help="check the claims ledger and regenerate its table in README.md")
     claims.add_argument("--check", action="store_true", help="only report problems and a stale README (exit 1)")
@@ -94,7 +95,10 @@ def run(args) -> int:
     if args.command == "site":
         from .site import DEFAULT_OUT, build_site
 
-        return build_site(out=args.out or DEFAULT_OUT, jobs=args.jobs)
+        from pathlib import Path
+
+        chosen = [Path(p).resolve() for p in args.notebooks] or None
+        return build_site(out=args.out or DEFAULT_OUT, jobs=args.jobs, notebooks=chosen)
     if args.command == "bench":
         from .bench.cli import main as bench_main
 

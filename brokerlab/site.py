@@ -171,7 +171,11 @@ def build_site(out: Path = DEFAULT_OUT, jobs: int = 2, notebooks: list[Path] | N
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    notebooks = course_notebooks() if notebooks is None else notebooks
+    if notebooks is None:
+        notebooks = course_notebooks()
+    else:  # a chosen few, still in course order (and any notebook from elsewhere after them)
+        chosen = [Path(p).resolve() for p in notebooks]
+        notebooks = [p for p in course_notebooks() if p in chosen] + [p for p in chosen if p not in course_notebooks()]
     started_stack = not all(r.ok for r in probe().values())
     if started_stack:
         stack.up()
