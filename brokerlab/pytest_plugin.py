@@ -84,8 +84,8 @@ def starts_clusters(path) -> bool:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers
 def pytest_sessionstart(session):
     global _started_here
-    if _is_xdist_worker(session.config):
-        return
+    if _is_xdist_worker(session.config) or session.config.option.collectonly:
+        return  # --collect-only runs nothing: starting (and leaving) a stack for it surprised us once
     from . import stack
     from .health import probe
 
