@@ -5,6 +5,8 @@ from pathlib import Path
 
 import importlib.util
 import inspect
+import signal
+import time
 
 import nbformat
 import pytest
@@ -101,6 +103,33 @@ def test_a_crash_names_the_learners_function_and_line():
     assert failed.value.function == "double_that_crashes"
     assert failed.value.where.endswith("return values[x]") and "KeyError" in failed.value.what
     assert "IDEA" in failed.value.hint and failed.value.more is None
+
+
+def test_a_function_that_never_returns_is_stopped_and_named():
+    def consume_forever():
+        while True:                      # the learner forgot the bound
+            pass
+
+    def sleeps():
+        time.sleep(30)                   # a blocking wait is interrupted too
+
+    for function in (consume_forever, sleeps):
+        started = time.monotonic()
+        with pytest.raises(LabCheckFailed) as failure:
+            call(function, seconds=0.5)
+        assert time.monotonic() - started < 5
+        assert f"{function.__name__} had not returned after 0 s" in str(failure.value)
+        assert failure.value.function == function.__name__
+
+
+def test_the_time_limit_keeps_an_alarm_set_before_it():
+    signal.setitimer(signal.ITIMER_REAL, 50)      # as pytest-timeout's signal method does
+    try:
+        assert call(lambda: 42, seconds=5) == 42
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 40 < left <= 50                     # re-armed with what was left, not cancelled
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def test_not_written_blames_the_function_that_is_not_written():

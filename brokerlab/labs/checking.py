@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import functools
 import linecache
+import signal
 import sys
+import threading
+import time
+from contextlib import contextmanager
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ from ..errors import BrokerUnavailable
 from ..runs import run_name
 
 REVEAL_AFTER = 3  # failures of one check before its code-level help is shown unasked
+LEARNER_SECONDS = 60.0  # a learner's function that has not returned by then is stopped (a cell has no timeout)
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 _LIBRARY_DIRS = tuple({p for p in (sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib",
@@ -124,12 +129,57 @@ def learner_line(exc: BaseException) -> tuple[str | None, str | None]:
         f"{code.co_name}, line {entry.tb_lineno}"
 
 
-def call(function, *args, passthrough: tuple = (), **kwargs):
+class _NoReturn(BaseException):
+    """Raised inside a learner's function that ran past its time (a BaseException: `except Exception`
+    in the learner's code cannot swallow it)."""
+
+
+@contextmanager
+def _time_limit(seconds: float):
+    """Interrupt the main thread after `seconds` (SIGALRM): an endless loop or a blocking read without a
+    timeout in the learner's code ends with a message instead of hanging the cell.  Elsewhere (another
+    thread, no SIGALRM) it does nothing.  An alarm already set (pytest-timeout) is kept and re-armed."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise _NoReturn()
+
+    previous_handler = signal.signal(signal.SIGALRM, stop)
+    previous_left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    if previous_left and previous_left < seconds:  # the earlier alarm comes first: let it fire as it would
+        signal.setitimer(signal.ITIMER_REAL, previous_left)
+        signal.signal(signal.SIGALRM, previous_handler)
+        yield
+        return
+    started = time.monotonic()
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous_handler)
+        if previous_left:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, previous_left - (time.monotonic() - started)))
+
+
+def call(function, *args, passthrough: tuple = (), seconds: float | None = None, **kwargs):
     """Call the learner's function.  'Not written yet' and crashes become a failure that names the
     function where it happened (not necessarily `function`: rebuild() calling an unwritten apply())
-    and shows the learner's line.  Exceptions in `passthrough` (a crash the check injected) propagate."""
+    and shows the learner's line.  Exceptions in `passthrough` (a crash the check injected) propagate.
+    A function still running after `seconds` (default LEARNER_SECONDS) is stopped and named."""
+    limit = LEARNER_SECONDS if seconds is None else seconds
     try:
-        return function(*args, **kwargs)
+        with _time_limit(limit):
+            return function(*args, **kwargs)
+    except _NoReturn as exc:
+        name, where = learner_line(exc)
+        name = name or getattr(function, "__name__", "your function")
+        raise LabCheckFailed(f"{name} had not returned after {limit:.0f} s, so the check stopped it",
+                             "A loop that never ends, or a blocking read without a timeout? Every wait needs a "
+                             "bound (a count or a deadline). " + _current_idea(name),
+                             function=name, where=where) from None
     except (LabCheckFailed, BrokerUnavailable):  # a stopped broker is not the learner's bug: its own message
         raise
     except passthrough:
