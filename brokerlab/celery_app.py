@@ -250,6 +250,19 @@ def _alive(pid: int) -> bool:
     return pid_alive(pid)
 
 
+def prune_old_logs(log_dir: Path, keep: int = 40, older_than: float = 3600.0) -> None:
+    """Every worker and beat writes a log named after its run: keep the newest `keep`, and never one
+    younger than an hour (a running notebook may still read it), so the folder does not grow without end."""
+    logs = sorted(log_dir.glob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+    cutoff = time.time() - older_than
+    for old in logs[keep:]:
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+        except FileNotFoundError:  # another kernel pruned it first
+            pass
+
+
 class CeleryProcess:
     """One `celery -A app_module <command>` process (with prefork, also its pool's child processes)."""
 
@@ -265,6 +278,7 @@ class CeleryProcess:
         self.name = name or run_name(self.command_name)
         log_dir = self.cwd / ".celery-logs"
         log_dir.mkdir(exist_ok=True)
+        prune_old_logs(log_dir)
         self.log_file = log_dir / f"{self.name}.log"
         self.command = [sys.executable, "-m", "celery", "-A", app_module, self.command_name, "--loglevel=INFO",
                         *(args or [])]

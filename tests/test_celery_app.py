@@ -203,3 +203,20 @@ def test_two_runs_get_different_queues(monkeypatch):
     monkeypatch.delenv(run_id_variable("isolated"))
     second = make_app("isolated", per_run=True).conf.task_default_queue
     assert first != second and "celery" not in (first, second)
+
+
+def test_old_worker_logs_are_pruned_but_never_a_recent_one(tmp_path):
+    import os
+    import time
+
+    from brokerlab.celery_app import prune_old_logs
+
+    now = time.time()
+    for i in range(50):
+        log = tmp_path / f"worker-{i}.log"
+        log.write_text("x")
+        age = 7200 if i < 45 else 60          # 45 old logs, 5 from the last minutes
+        os.utime(log, (now - age - i, now - age - i))
+    prune_old_logs(tmp_path, keep=10)
+    left = sorted(int(p.stem.split("-")[1]) for p in tmp_path.glob("*.log"))
+    assert left == list(range(0, 5)) + list(range(45, 50))   # the 5 newest old ones + the 5 recent
