@@ -246,7 +246,8 @@ class RabbitQueueSource:
 
     def ack(self, batch: list) -> None:
         self.channel.basic_ack(batch[-1][0], multiple=True)  # every delivery up to the last one of the batch
-        self.channel.basic_qos(prefetch_count=len(batch))  # a round trip: the ack was processed when this returns
+        # basic.ack has no reply; a synchronous call on the same channel returns once the broker processed it
+        self.channel.queue_declare(self.names.source, passive=True)
 
     @staticmethod
     def acknowledged(names: Names, published: int) -> int:
@@ -302,7 +303,7 @@ class KafkaTopicSource:
     def publish(names: Names, ids: list[str], history: History) -> None:
         from .kafka_tools import create_topic
 
-        admin = kafka_admin()
+        admin = _admin()
         create_topic(admin, names.source, partitions=1)
         producer = kafka_producer(acks="all")
 
@@ -347,20 +348,19 @@ class KafkaTopicSource:
     def acknowledged(names: Names) -> int:
         from .kafka_tools import committed_offsets
 
-        return committed_offsets(kafka_admin(), names.group, names.source, [0])[0] or 0
+        return committed_offsets(_admin(), names.group, names.source, [0])[0] or 0
 
     @staticmethod
     def remaining(names: Names) -> int:
         from .kafka_tools import watermarks
 
-        admin = kafka_admin()
-        return watermarks(admin, names.source)[0][1] - KafkaTopicSource.acknowledged(names)
+        return watermarks(_admin(), names.source)[0][1] - KafkaTopicSource.acknowledged(names)
 
     @staticmethod
     def delete(names: Names) -> None:
         from .kafka_tools import delete_groups, delete_topics
 
-        admin = kafka_admin()
+        admin = _admin()
         delete_topics(admin, [names.source, names.output])
         delete_groups(admin, [names.group])
 
@@ -368,6 +368,17 @@ class KafkaTopicSource:
         self.consumer.close()
 
 
+def _admin():
+    """One AdminClient per Kafka address for the many polls of a wait (a new client per poll costs threads)."""
+    from .endpoints import current
+
+    bootstrap = current().kafka_bootstrap
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = kafka_admin()
+    return _ADMINS[bootstrap]
+
+
+_ADMINS: dict = {}
 _COORDINATOR_MOVING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
 
 SOURCES = {"redis": RedisStreamSource, "rabbitmq": RabbitQueueSource, "kafka": KafkaTopicSource}
@@ -453,10 +464,10 @@ class Outcome:
     def applied_twice(self) -> int:
         return self.report.duplicated
 
-    def row(self) -> dict:
-        return {"system": self.system, "policy": self.policy, "published": self.report.acknowledged,
-                "lost": self.lost, "redelivered": self.redelivered, "effect applied twice": self.applied_twice,
-                "fault": "; ".join(str(f) for f in self.report.faults) or "none"}
+    def row(self, system: str | None = None) -> dict:
+        """A summary row; `system` renames the system for display (e.g. "Redis Streams")."""
+        return {"system": system or self.system, "policy": self.policy, "lost": self.lost,
+                "redelivered": self.redelivered, "applied twice": self.applied_twice}
 
     def __str__(self) -> str:
         return (f"{self.system:<8} {self.policy:<16} published {self.report.acknowledged}, effects "
@@ -493,7 +504,8 @@ def crash_consumers(system: str, policies=SEMANTICS, n: int = 30, batch: int = 1
                 wait_for(lambda: (r.llen(names.effects) == crash_after
                                   and (marked is None or r.scard(names.processed) == marked)
                                   and _acknowledged(system, names, n) == acked_by_then), seconds,
-                         f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged")
+                         f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged",
+                         poll=0.1)
                 history.inject(processes[policy].pid, signal.SIGKILL,
                                f"{system} consumer ({policy}) after {crash_after} of a batch of {batch}")
             for process in processes.values():
@@ -572,8 +584,17 @@ class TransactionOutcome:
     aborted_before_restart: int  # records the killed instance had written into its open transaction
     names: Names = field(repr=False, default=None)
 
+    def rows(self) -> list[dict]:
+        """Summary rows: the output as each reader saw it, and the outside effect (no redelivery count)."""
+        seen = (("Kafka → Kafka", "transaction, read_committed", self.committed),
+                ("Kafka → Kafka", "transaction, read_uncommitted", self.uncommitted),
+                ("Kafka → Redis", "transaction, outside effect", self.outside))
+        return [{"system": system, "policy": policy, "lost": report.lost, "redelivered": None,
+                 "applied twice": report.duplicated} for system, policy, report in seen]
 
-def transactional_crash(n: int = 20, batch: int = 10, crash_after: int = 4, seconds: float = 30.0) -> TransactionOutcome:
+
+def transactional_crash(n: int = 20, batch: int = 10, crash_after: int = 4,
+                        seconds: float = 30.0) -> TransactionOutcome:
     """Publish n records, run transform() in a process and SIGKILL it once its open transaction holds
     `crash_after` records in the output log; restart it in this process; read the output both ways."""
     from .kafka_tools import create_topic, read_all, watermarks
@@ -584,7 +605,7 @@ def transactional_crash(n: int = 20, batch: int = 10, crash_after: int = 4, seco
     try:
         KafkaTopicSource.publish(names, message_ids(n), history)
         history.done_publishing()
-        admin = kafka_admin()
+        admin = _admin()
         create_topic(admin, names.output, partitions=1)
         with BoundedWorkers(seconds=seconds + 10, name="transformer") as workers:
             process = workers.process(transform, names, batch, n, crash_after, seconds)
@@ -668,7 +689,7 @@ def kafka_acks(acks: str, n: int = 20) -> dict:
     from .kafka_tools import create_topic, delete_topics, read_all
 
     names = Names.new(f"acks{acks}")
-    admin = kafka_admin()
+    admin = _admin()
     create_topic(admin, names.source, partitions=1)
     config = {"acks": acks}
     if acks == "0":
@@ -682,9 +703,21 @@ def kafka_acks(acks: str, n: int = 20) -> dict:
         if producer.flush(15):
             raise TimeoutError(f"{names.source}: delivery reports missing after 15 s")
         stored = len(read_all(names.source))
+        known = [offset for err, offset in reports if err is None and offset is not None and offset >= 0]
         return {"reported": sum(1 for err, _ in reports if err is None),
-                "with_offset": sum(1 for err, offset in reports if err is None and offset is not None and offset >= 0),
+                "with_offset": len(known),
                 "stored": stored}
     finally:
         delete_topics(admin, [names.source])
 
+
+# --- the summary -------------------------------------------------------------------------------------------
+
+def format_table(rows: list[dict]) -> str:
+    """Rows of {system, policy, lost, redelivered, applied twice} as aligned text ("-": not counted)."""
+    lines = [f"{'system':<15} {'policy':<30} {'lost':>5} {'redelivered':>12} {'applied twice':>14}"]
+    for row in rows:
+        redelivered = "-" if row["redelivered"] is None else row["redelivered"]
+        lines.append(f"{row['system']:<15} {row['policy']:<30} {row['lost']:>5} {redelivered:>12} "
+                     f"{row['applied twice']:>14}")
+    return "\n".join(lines)
