@@ -454,6 +454,8 @@ class Outcome:
     redelivered: int      # ids the consumer received more than once
     batch: int
     crash_after: int
+    deliveries: int = 0   # messages received, counting every redelivery
+    applications: int = 0  # times the effect was applied, counting every repeat
     names: Names = field(repr=False, default=None)
 
     @property
@@ -481,49 +483,94 @@ def _acknowledged(system: str, names: Names, published: int) -> int:
     return SOURCES[system].acknowledged(names)
 
 
+class ConsumerCrash:
+    """One crash experiment per policy on one system, run in parallel (one consumer process each):
+
+    1. publish n messages with confirmation (the checker records each confirmed id);
+    2. start a consumer process per policy; SIGKILL it once the effect store shows `crash_after` effects of its
+       first batch and the broker shows that batch acknowledged (ack before) or not (ack after);
+    3. a fresh consumer handles exactly what the broker says is left; count, then delete everything.
+
+    `run()` returns {policy: Outcome} (also kept in `outcomes`); `phase` and `progress()` say how far each run got,
+    for a live view (brokerlab.views.delivery.CrashView) watching from the notebook while `run()` works in a thread.
+    """
+
+    def __init__(self, system: str, policies=SEMANTICS, n: int = 30, batch: int = 10, crash_after: int = 4,
+                 seconds: float = 30.0):
+        if system not in SOURCES:
+            raise ValueError(f"system must be one of {tuple(SOURCES)}")
+        if not 0 < crash_after < batch <= n:
+            raise ValueError("need 0 < crash_after < batch <= n: the crash must come in the middle of a batch")
+        self.system, self.n, self.batch, self.crash_after, self.seconds = system, n, batch, crash_after, seconds
+        self.runs = {p: (Names.new(f"{system}-{p}"), History(f"{system} {p}")) for p in policies}
+        self.phase = {p: "not started" for p in policies}
+        self.outcomes: dict[str, Outcome] = {}
+        self.finished = False
+
+    def progress(self, r) -> dict[str, dict]:
+        """Per policy: phase, messages received (deliveries), effects applied, ids applied twice."""
+        out = {}
+        for policy, (names, _) in self.runs.items():
+            outcome = self.outcomes.get(policy)
+            if outcome is not None:  # counted: the keys may be gone already
+                out[policy] = {"phase": self.phase[policy], "received": outcome.deliveries,
+                               "applied": outcome.applications, "applied twice": outcome.applied_twice}
+                continue
+            received, applied = r.llen(names.deliveries), r.lrange(names.effects, 0, -1)
+            out[policy] = {"phase": self.phase[policy], "received": received, "applied": len(applied),
+                           "applied twice": sum(1 for c in Counter(applied).values() if c > 1)}
+        return out
+
+    def run(self) -> dict[str, Outcome]:
+        system, n, batch, crash_after, seconds = self.system, self.n, self.batch, self.crash_after, self.seconds
+        r = redis_client()
+        try:
+            for policy, (names, history) in self.runs.items():
+                self.phase[policy] = "publishing"
+                SOURCES[system].publish(names, message_ids(n), history)
+                history.done_publishing()
+            with BoundedWorkers(seconds=seconds + 10, name=f"{system}-consumers") as workers:
+                processes = {}
+                for policy, (names, _) in self.runs.items():
+                    processes[policy] = workers.process(consume, system, names, policy, batch, n, crash_after,
+                                                        "c1", seconds)
+                    self.phase[policy] = "consuming"
+                for policy, (names, history) in self.runs.items():
+                    acked_by_then = batch if POLICIES[policy].ack == ACK_BEFORE else 0
+                    marked = crash_after + 1 if POLICIES[policy].dedupe == "mark-first" else None
+                    wait_for(lambda: (r.llen(names.effects) == crash_after
+                                      and (marked is None or r.scard(names.processed) == marked)
+                                      and _acknowledged(system, names, n) == acked_by_then), seconds,
+                             f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged",
+                             poll=0.1)
+                    history.inject(processes[policy].pid, signal.SIGKILL,
+                                   f"{system} consumer ({policy}) after {crash_after} of a batch of {batch}")
+                    self.phase[policy] = "killed"
+                for process in processes.values():
+                    process.join(timeouts.REPLY)
+            for policy, (names, history) in self.runs.items():
+                left = SOURCES[system].remaining(names)
+                self.phase[policy] = f"restarted, {left} left"
+                handled = consume(system, names, policy, batch, left, consumer="c2", seconds=seconds)
+                if handled != left:
+                    raise AssertionError(f"{system} {policy}: the restarted consumer handled {handled} of {left}")
+                received, applied = deliveries(r, names), effects(r, names)
+                self.outcomes[policy] = Outcome(system, policy, history.check(applied),
+                                                sum(1 for c in Counter(received).values() if c > 1), batch,
+                                                crash_after, len(received), len(applied), names)
+                self.phase[policy] = "counted"
+            return self.outcomes
+        finally:
+            for names, _ in self.runs.values():
+                cleanup(system, names, r)
+            r.close()
+            self.finished = True
+
+
 def crash_consumers(system: str, policies=SEMANTICS, n: int = 30, batch: int = 10, crash_after: int = 4,
                     seconds: float = 30.0) -> dict[str, Outcome]:
-    """For each policy (in parallel, one consumer process each): publish n messages with confirmation, start a
-    consumer process, SIGKILL it once it applied `crash_after` effects of its first batch and the broker shows that
-    batch acknowledged (before) or not (after); then a fresh consumer handles what the broker says is left.
-    Returns {policy: Outcome}."""
-    if not 0 < crash_after < batch <= n:
-        raise ValueError("need 0 < crash_after < batch <= n: the crash must come in the middle of a batch")
-    r = redis_client()
-    runs = {p: (Names.new(f"{system}-{p}"), History(f"{system} {p}")) for p in policies}
-    try:
-        for policy, (names, history) in runs.items():
-            SOURCES[system].publish(names, message_ids(n), history)
-            history.done_publishing()
-        with BoundedWorkers(seconds=seconds + 10, name=f"{system}-consumers") as workers:
-            processes = {p: workers.process(consume, system, names, p, batch, n, crash_after, "c1", seconds)
-                         for p, (names, _) in runs.items()}
-            for policy, (names, history) in runs.items():
-                acked_by_then = batch if POLICIES[policy].ack == ACK_BEFORE else 0
-                marked = crash_after + 1 if POLICIES[policy].dedupe == "mark-first" else None
-                wait_for(lambda: (r.llen(names.effects) == crash_after
-                                  and (marked is None or r.scard(names.processed) == marked)
-                                  and _acknowledged(system, names, n) == acked_by_then), seconds,
-                         f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged",
-                         poll=0.1)
-                history.inject(processes[policy].pid, signal.SIGKILL,
-                               f"{system} consumer ({policy}) after {crash_after} of a batch of {batch}")
-            for process in processes.values():
-                process.join(timeouts.REPLY)
-        outcomes = {}
-        for policy, (names, history) in runs.items():
-            left = SOURCES[system].remaining(names)
-            handled = consume(system, names, policy, batch, left, consumer="c2", seconds=seconds)
-            if handled != left:
-                raise AssertionError(f"{system} {policy}: the restarted consumer handled {handled} of {left}")
-            received = Counter(deliveries(r, names))
-            outcomes[policy] = Outcome(system, policy, history.check(effects(r, names)),
-                                       sum(1 for c in received.values() if c > 1), batch, crash_after, names)
-        return outcomes
-    finally:
-        for names, _ in runs.values():
-            cleanup(system, names, r)
-        r.close()
+    """ConsumerCrash(...).run(): {policy: Outcome}."""
+    return ConsumerCrash(system, policies, n, batch, crash_after, seconds).run()
 
 
 def cleanup(system: str, names: Names, r=None) -> None:

@@ -55,3 +55,22 @@ def test_kafka_acks_0_reports_no_offset():
     fire, confirmed = delivery.kafka_acks("0", n=5), delivery.kafka_acks("all", n=5)
     assert fire == {"reported": 5, "with_offset": 0, "stored": 5}
     assert confirmed == {"reported": 5, "with_offset": 5, "stored": 5}
+
+
+def test_the_crash_view_follows_the_experiment_to_its_counts():
+    from brokerlab import BoundedWorkers
+    from brokerlab.views.delivery import CrashView
+
+    crash = delivery.ConsumerCrash("redis", n=8, batch=4, crash_after=1)
+    view = CrashView(crash)
+    with BoundedWorkers(seconds=60) as workers:
+        workers.thread(crash.run)
+        model = view.watch(seconds=60, until=lambda: crash.finished)
+    assert [m["phase"] for m in model.values()] == ["counted"] * 3
+    phases = {m[p]["phase"] for _, m in view.history for p in m}
+    assert {"consuming", "counted"} <= phases
+    for policy, outcome in crash.outcomes.items():
+        assert model[policy]["applied twice"] == outcome.applied_twice
+        assert model[policy]["received"] == outcome.deliveries == 8 + outcome.redelivered
+    assert model["at-least-once"]["applied"] == 9 and model["effectively-once"]["applied"] == 8
+    assert "at-most-once" in view.render_text()
