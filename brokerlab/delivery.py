@@ -162,7 +162,7 @@ class RedisStreamSource:
 
     def fetch(self, n: int, seconds: float) -> list:
         reply = self.r.xreadgroup(self.names.group, self.consumer, {self.names.source: ">"}, count=n,
-                                  block=int(min(seconds, 1.0) * 1000))
+                                  block=max(1, int(min(seconds, 1.0) * 1000)))  # BLOCK 0 would wait forever
         return [(entry_id, fields["id"]) for entry_id, fields in (reply[0][1] if reply else [])]
 
     def ack(self, batch: list) -> None:
