@@ -13,6 +13,10 @@ each system and counts the outcome:
     outcome = crash_consumers("redis")["at-least-once"]   # publish, crash a consumer process, restart, count
     outcome.lost, outcome.redelivered, outcome.applied_twice
 
+(`ConsumerCrash` is the same experiment as an object, so a live view can watch it while it runs in a thread.)
+The pitfall policy "dedupe marked first" records the id, then applies the effect, in two commands: killed between
+them, the redelivered message is skipped and its effect is lost.
+
 The "effect" is what a real consumer does with a message (charge a card, send a mail): here an RPUSH of the id on a
 per-run Redis list, so "applied twice" is counted, not assumed.  The crash is a real child process, SIGKILLed once the
 broker shows the state of interest (the batch acknowledged, or not) and the effect store shows `crash_after` effects:

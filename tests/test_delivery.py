@@ -74,3 +74,9 @@ def test_the_crash_view_follows_the_experiment_to_its_counts():
         assert model[policy]["received"] == outcome.deliveries == 8 + outcome.redelivered
     assert model["at-least-once"]["applied"] == 9 and model["effectively-once"]["applied"] == 8
     assert "at-most-once" in view.render_text()
+
+
+def test_a_dedupe_mark_written_before_the_effect_loses_the_message_it_was_killed_on():
+    outcome = delivery.crash_consumers("redis", policies=("dedupe marked first",), n=8, batch=4,
+                                       crash_after=1)["dedupe marked first"]
+    assert outcome.report.require_fault() and (outcome.lost, outcome.applied_twice, outcome.redelivered) == (1, 0, 4)
