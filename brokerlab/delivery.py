@@ -344,9 +344,19 @@ class KafkaTopicSource:
     def ack(self, batch: list) -> None:
         from confluent_kafka import TopicPartition
 
+        from confluent_kafka import KafkaException
+
         last = batch[-1][0]
-        self.consumer.commit(offsets=[TopicPartition(last.topic(), last.partition(), last.offset() + 1)],
-                             asynchronous=False)
+        offsets = [TopicPartition(last.topic(), last.partition(), last.offset() + 1)]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:  # a coordinator still loading (a fresh broker): retry, bounded
+                if not _transient(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
 
     @staticmethod
     def acknowledged(names: Names) -> int:
@@ -384,6 +394,11 @@ def _admin():
 
 _ADMINS: dict = {}
 _COORDINATOR_MOVING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+
+
+def _transient(exc) -> bool:
+    error = exc.args[0] if exc.args else None
+    return hasattr(error, "code") and (error.retriable() or error.code() in _COORDINATOR_MOVING)
 
 SOURCES = {"redis": RedisStreamSource, "rabbitmq": RabbitQueueSource, "kafka": KafkaTopicSource}
 
@@ -481,10 +496,18 @@ class Outcome:
                 f"applied twice {self.applied_twice}")
 
 
-def _acknowledged(system: str, names: Names, published: int) -> int:
+def _acknowledged(system: str, names: Names, published: int) -> int | None:
+    """The broker's count of acknowledged messages, or None while Kafka's group coordinator is still loading."""
+    from confluent_kafka import KafkaException
+
     if system == "rabbitmq":
         return RabbitQueueSource.acknowledged(names, published)
-    return SOURCES[system].acknowledged(names)
+    try:
+        return SOURCES[system].acknowledged(names)
+    except KafkaException as exc:
+        if _transient(exc):
+            return None
+        raise
 
 
 class ConsumerCrash:
