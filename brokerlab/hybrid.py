@@ -56,14 +56,16 @@ class NaiveFacade:
         self.r.delete(f"{self.cache_prefix}{event['customer']}")
         self.r.publish(self.cache_channel, event["customer"])
 
-    def order_placed(self, event: dict, journal: str, crash_after: int | None = None) -> None:
-        """The four writes in the seed's order; crash_after=k raises FacadeCrash right after write k (1-4)."""
-        writes = (lambda: self.log_event(event), lambda: self.enqueue_task(event, journal),
-                  lambda: self.notify_realtime(event), lambda: self.invalidate_cache(event))
-        for step, write in enumerate(writes, start=1):
-            write()
-            if step == crash_after:
-                raise FacadeCrash(f"the service died after write {step} ({STEPS[step - 1]}) of "
+    def order_placed(self, event: dict, journal: str, crash_after: int | None = None,
+                     order: tuple[int, ...] = (1, 2, 3, 4)) -> None:
+        """The four writes (numbered as in STEPS), in the seed's order unless `order` says otherwise;
+        crash_after=k raises FacadeCrash right after the k-th write made."""
+        writes = {1: lambda: self.log_event(event), 2: lambda: self.enqueue_task(event, journal),
+                  3: lambda: self.notify_realtime(event), 4: lambda: self.invalidate_cache(event)}
+        for made, step in enumerate(order, start=1):
+            writes[step]()
+            if made == crash_after:
+                raise FacadeCrash(f"the service died after write {made} ({STEPS[step - 1]}) of "
                                   f"{event['order_id']}")
 
 
@@ -138,24 +140,41 @@ def notify_once(r, event: dict, journal: str, live_channel: str, cache_prefix: s
 
 
 def consume_events(topic: str, group: str, handle: Callable[[dict], object], seconds: float = 15.0,
-                   max_events: int = 10_000, start: str = "earliest") -> int:
+                   start: str = "earliest") -> int:
     """A Kafka group consumer: hand each event (the record's JSON) to `handle`, commit its offset after, and stop
-    at the end of every partition (or after `seconds`). Returns how many records it handled, repeats included.
-    `start`: where a new group begins (auto.offset.reset): "earliest" (the whole topic) or "latest" (only what
-    is produced after it joined)."""
+    once it has reached the end of every partition assigned to it. Returns how many records it handled, repeats
+    included; raises WaitTimeout if it did not reach every end within `seconds` (so 0 means "read to the end,
+    found nothing", never "gave up"). `start`: where a new group begins (auto.offset.reset): "earliest" (the
+    whole topic) or "latest" (only what is produced after it joined)."""
+    from confluent_kafka import KafkaError, KafkaException
+
     from .clients import kafka_consumer
-    from .kafka_tools import consume, enable_partition_eof
+    from .kafka_tools import enable_partition_eof
+    from .waiting import WaitTimeout
 
     consumer = kafka_consumer(group, **enable_partition_eof({"auto.offset.reset": start}))
+    handled, at_end = 0, set()
+    deadline = time.monotonic() + seconds
     try:
         consumer.subscribe([topic])
-
-        def on_message(msg):
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(msg.error())
+                at_end.add(msg.partition())
+                assigned = {tp.partition for tp in consumer.assignment()}
+                if assigned and assigned <= at_end:
+                    return handled
+                continue
+            at_end.discard(msg.partition())
             handle(json.loads(msg.value()))
             consumer.commit(msg, asynchronous=False)   # after the effect: at least once, never at most once
-
-        return len(consume(consumer, max_events, seconds=seconds, on_message=on_message, raw=True,
-                           stop_at_eof=True))
+            handled += 1
+        raise WaitTimeout(f"group {group} did not reach the end of {topic} within {seconds:g} s "
+                          f"(handled {handled}, at the end of partitions {sorted(at_end)})")
     finally:
         consumer.close()
 

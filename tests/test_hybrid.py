@@ -57,6 +57,10 @@ def test_the_facade_diverges_when_it_dies_between_writes(r, names):
     assert len(kt.read_all(topic)) == 5                       # write 1 always happened
     assert emails == 4                                        # not for the order that died after write 1
     assert heard == {live: 3, cache: 2}                       # died after 1 or 2: no notice; after 3: no DEL
+    with pytest.raises(hybrid.FacadeCrash, match="after write 1 .email task"):
+        facade.order_placed(outbox.order_event("o-9", "alice", 9, 0.0), f"{run}:j", crash_after=1,
+                            order=(2, 1, 3, 4))
+    assert len(kt.read_all(topic)) == 5                       # the email went first: no audit event
 
 
 def test_apply_once_applies_the_first_and_absorbs_the_repeats(r, names):
