@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import hybrid, outbox
 from ..kafka_tools import read_all
-from .base import LiveView
+from .base import LiveView, short_name
 
 
 def _kafka_records(topic: str) -> dict[str, list]:
@@ -82,7 +82,9 @@ class OrderTrace(LiveView):
 
     def heading(self, model: dict) -> str:
         done = model.get("done", 0) if model else 0
-        return f"Order {self.order_id}: {done} of {self.total_steps} steps done"
+        run, _, suffix = self.order_id.rpartition("-")   # 'bl-combine-<time>-<tag>-o5' -> 'combine…<tag>-o5'
+        shown = f"{short_name(run)}-{suffix}" if run and short_name(run) != run else self.order_id
+        return f"Order {shown}: {done} of {self.total_steps} steps done"
 
     def snapshot(self) -> dict:
         row = outbox.event_row(self.db, self.order_id)
