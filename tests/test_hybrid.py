@@ -90,3 +90,23 @@ def test_a_group_starting_at_latest_skips_what_is_there_and_earliest_reads_it(na
     assert hybrid.consume_events(topic, f"{run}.earliest", seen.append) == 2
     assert [e["event_id"] for e in seen] == ["e1", "e2"]
     assert hybrid.consume_events(topic, f"{run}.earliest", seen.append) == 0   # committed: nothing again
+
+
+def test_the_email_task_mails_an_order_once_however_often_it_is_sent(r, names):
+    from brokerlab.celery_app import celery_worker, forget_run
+    from brokerlab.waiting import wait_for
+    from celery_apps import orders
+
+    run, _ = names
+    journal = f"{run}:j"
+    event = outbox.order_event("o-1", "alice", 1, 0.0)
+    try:
+        with celery_worker("celery_apps.orders", queues=[orders.EMAIL_QUEUE], cwd=NOTEBOOKS) as worker:
+            results = [orders.send_order_email.apply_async((event, journal)) for _ in range(3)]
+            assert sorted(result.get(timeout=20) for result in results) == [False, False, True]
+        wait_for(lambda: hybrid.effect_counts(r, journal) == {"emailed": 1, "emailed-absorbed": 2}, 5)
+        assert hybrid.journal_entries(r, journal, "emailed")[0]["worker"] == worker.nodename
+        assert worker.all_gone()
+    finally:
+        forget_run(orders.app)
+        rt.delete_run(orders.EMAIL_QUEUE)
