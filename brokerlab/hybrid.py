@@ -12,7 +12,8 @@ apply each event at most once per effect, whatever number of times it arrives:
 - `apply_once` is the idempotence: one Redis Lua script sets a per-event marker with SET NX and, only if the
   marker is new, performs the effect (and records it in a journal list); a repeat is recorded as absorbed;
 - `notify_once` is the Redis effect: invalidate the cached order list (DEL), publish the live notification,
-  record it, all in the same script, so the marker and the effect cannot part.
+  record it, all in the same script, so the marker and the effect cannot part;
+- `queue_email` sends the Celery email task for an event (each time it arrives) and records that it did.
 
 Journal entries are JSON objects on a Redis list (the format of brokerlab.celery_journal), so the notebook and
 the trace view read what happened, where and when, from the broker.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Callable
 
 from .kafka_tools import produce
@@ -129,6 +131,16 @@ def apply_once(r, effect: str, event: dict, journal: str, cache_key: str | None 
     args = [_entry(effect, event, **fields), _entry(f"{effect}-absorbed", event, **fields),
             *([channel, notification] if channel else [])]
     return bool(r.eval(_APPLY_ONCE, len(keys), *keys, *args))
+
+
+def queue_email(r, task, event: dict, journal: str) -> str:
+    """Send the email task for this event, every time the event arrives (the task itself absorbs repeats), and
+    journal it ('email-queued', with the task id and queue). Returns the task id."""
+    task_id = str(uuid.uuid4())
+    entry = _entry("email-queued", event, task_id=task_id, queue=task.app.conf.task_default_queue)  # the send time
+    task.apply_async((event, journal), task_id=task_id)
+    r.rpush(journal, entry)
+    return task_id
 
 
 def notify_once(r, event: dict, journal: str, live_channel: str, cache_prefix: str) -> bool:

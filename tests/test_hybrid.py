@@ -102,9 +102,12 @@ def test_the_email_task_mails_an_order_once_however_often_it_is_sent(r, names):
     event = outbox.order_event("o-1", "alice", 1, 0.0)
     try:
         with celery_worker("celery_apps.orders", queues=[orders.EMAIL_QUEUE], cwd=NOTEBOOKS) as worker:
-            results = [orders.send_order_email.apply_async((event, journal)) for _ in range(3)]
+            ids = [hybrid.queue_email(r, orders.send_order_email, event, journal) for _ in range(3)]
+            results = [orders.app.AsyncResult(task_id) for task_id in ids]
             assert sorted(result.get(timeout=20) for result in results) == [False, False, True]
-        wait_for(lambda: hybrid.effect_counts(r, journal) == {"emailed": 1, "emailed-absorbed": 2}, 5)
+        wait_for(lambda: hybrid.effect_counts(r, journal) ==
+                 {"email-queued": 3, "emailed": 1, "emailed-absorbed": 2}, 5)
+        assert hybrid.journal_entries(r, journal, "email-queued")[0]["queue"] == orders.EMAIL_QUEUE
         assert hybrid.journal_entries(r, journal, "emailed")[0]["worker"] == worker.nodename
         assert worker.all_gone()
     finally:

@@ -37,6 +37,7 @@ def test_views_follow_an_order_through_the_systems(r, system):
     outbox.relay_until_drained(db, producer, topic)
     kt.produce(producer, topic, [("o-1", outbox.json.dumps(events[1]))])     # a repeat, as a killed relay leaves
     for event in [*events, events[1]]:
+        r.rpush(journal, hybrid._entry("email-queued", event, queue="bl-orders-1795400000-abcd"))
         hybrid.apply_once(r, "emailed", event, journal, worker="w@host")
         hybrid.notify_once(r, event, journal, f"{run}:live", f"{run}:cache:")
     model = effects.refresh()
@@ -47,5 +48,6 @@ def test_views_follow_an_order_through_the_systems(r, system):
     assert steps["relayed (audit log)"]["times"] == 2 and steps["email sent"]["where"] == "w"
     assert steps["email sent"]["absorbed"] == 1 and steps["email sent"]["ms"] >= 0
     text = trace.render_text()
-    assert "Order o-1: 5 of 5 steps done" in text and "p0@1, p0@3" in text
+    assert "Order o-1: 6 of 6 steps done" in text and "p0@1, p0@3" in text
+    assert steps["email task queued"]["times"] == 2 and steps["email task queued"]["system"] == "RabbitMQ"
     assert "email (repeats absorbed)" in effects.render_html()

@@ -67,14 +67,14 @@ class OrderEffectsView(LiveView):
 
 class OrderTrace(LiveView):
     """One order's path: committed (with its outbox row), relayed to Kafka (each record: partition@offset), the email
-    task's effect and the Redis effects, each with its time after the commit and how often it happened.
+    task sent to RabbitMQ (once per record) and its effect, and the Redis effects, each with its time after the commit and how often it happened.
 
     model = {"order": str, "steps": [{"step", "system", "where", "ms", "times", "absorbed"}], "done": int}
     """
 
     columns = ("step", "system", "where", "+ms", "times", "absorbed")
     interval = 0.3
-    total_steps = 5
+    total_steps = 6
 
     def __init__(self, db, order_id: str, topic: str, journal: str, redis):
         super().__init__()
@@ -106,6 +106,10 @@ class OrderTrace(LiveView):
                           "where": ", ".join(f"p{r.partition}@{r.offset}" for r in records),
                           "ms": ms(records[0].timestamp / 1000), "times": len(records), "absorbed": 0})
         entries = [e for e in hybrid.journal_entries(self.r, self.journal) if e["order"] == self.order_id]
+        queued = [e for e in entries if e["what"] == "email-queued"]
+        if queued:
+            steps.append({"step": "email task queued", "system": "RabbitMQ", "where": queued[0]["queue"],
+                          "ms": ms(queued[0]["at"]), "times": len(queued), "absorbed": 0})
         for effect, step, system, where in (("emailed", "email sent", "Celery", "worker"),
                                             ("notified", "notified + cache dropped", "Redis", "Lua script")):
             applied = [e for e in entries if e["what"] == effect]
