@@ -6,8 +6,8 @@ nothing tying them together (an audit event to Kafka, an email task to RabbitMQ 
 notification and a cache invalidation through Redis Pub/Sub).  `order_placed(..., crash_after=k)` raises
 `FacadeCrash` after its k-th write: what a killed process or a failed call between two writes leaves.
 
-Downstream of the outbox (brokerlab.outbox), the systems are fed from one Kafka topic by consumers that
-apply each event at most once per effect, whatever number of times it arrives:
+Downstream of the outbox (brokerlab.outbox), the systems are fed from one Kafka topic by consumers that apply
+each event's effect once, however many times the event arrives (the outbox and Kafka deliver at least once):
 - `consume_events` is a bounded Kafka group consumer that hands each event to a function and commits after it;
 - `apply_once` is the idempotence: one Redis Lua script sets a per-event marker with SET NX and, only if the
   marker is new, performs the effect (and records it in a journal list); a repeat is recorded as absorbed;
@@ -105,7 +105,8 @@ def drain_pubsub(pubsub, seconds: float = 2.0, idle: float = 0.3) -> dict[str, i
 
 # --- downstream of the outbox: idempotent consumers ------------------------------------------------------
 
-# KEYS: marker, journal, [cache key]; ARGV: the applied entry, the absorbed entry, [channel, notification]
+# KEYS: marker, journal, [cache key]; ARGV: the applied entry, the absorbed entry, [channel, notification].
+# Markers expire after an hour (a lesson's lifetime); a real system keeps them as long as repeats can arrive.
 _APPLY_ONCE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', 3600) then
   if KEYS[3] then redis.call('DEL', KEYS[3]) end
