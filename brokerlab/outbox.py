@@ -70,9 +70,10 @@ def save_order(db: sqlite3.Connection, order_id: str, customer: str, total_cents
 
 
 def place_order(db: sqlite3.Connection, order_id: str, customer: str, total_cents: int,
-                crash_before_commit: bool = False) -> dict:
+                crash_before_commit: bool | str = False) -> dict:
     """Insert the order and its `order_placed` event in one transaction; return the event.
-    crash_before_commit=True raises ServiceCrash after both INSERTs and before COMMIT: nothing is kept."""
+    crash_before_commit=True raises ServiceCrash after both INSERTs and before COMMIT (rolled back);
+    crash_before_commit="kill" SIGKILLs this process there (SQLite discards the unfinished transaction)."""
     now = time.time()
     event = order_event(order_id, customer, total_cents, now)
     event_id, payload = event["event_id"], json.dumps(event)
@@ -81,6 +82,8 @@ def place_order(db: sqlite3.Connection, order_id: str, customer: str, total_cent
         db.execute("INSERT INTO orders VALUES (?, ?, ?, ?)", (order_id, customer, total_cents, now))
         db.execute("INSERT INTO outbox (event_id, order_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?)",
                    (event_id, order_id, "order_placed", payload, now))
+        if crash_before_commit == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         if crash_before_commit:
             raise ServiceCrash(f"the service died while placing {order_id}")
         db.execute("COMMIT")
@@ -88,6 +91,14 @@ def place_order(db: sqlite3.Connection, order_id: str, customer: str, total_cent
         db.execute("ROLLBACK")
         raise
     return event
+
+
+def place_order_process(db_path: str, order_id: str, customer: str, total_cents: int,
+                        crash_before_commit: bool | str = False) -> None:
+    """place_order in a process of its own (a target for BoundedWorkers.process), e.g. one killed mid-transaction."""
+    db = open_db(db_path)
+    place_order(db, order_id, customer, total_cents, crash_before_commit)
+    db.close()
 
 
 def counts(db: sqlite3.Connection) -> dict:

@@ -40,6 +40,17 @@ def test_an_order_and_its_event_are_written_together_or_not_at_all(db):
     assert outbox.counts(db) == {"orders": 2, "events": 1, "unpublished": 1}
 
 
+def test_a_service_killed_before_commit_leaves_neither_row(db, tmp_path):
+    with BoundedWorkers(seconds=30) as workers:
+        doomed = workers.process(outbox.place_order_process, str(tmp_path / "orders.sqlite"), "o-1", "alice", 1,
+                                 "kill")
+        workers.wait(until=lambda: not doomed.is_alive())
+    assert doomed.exitcode == -signal.SIGKILL
+    assert outbox.counts(db) == {"orders": 0, "events": 0, "unpublished": 0}
+    outbox.place_order(db, "o-2", "alice", 2)                # the database is usable: nothing is left locked
+    assert outbox.counts(db)["orders"] == 1
+
+
 def test_the_relay_publishes_in_order_and_marks_only_what_kafka_acknowledged(db, topic):
     for i in range(7):
         outbox.place_order(db, f"o-{i}", "alice", i)
