@@ -7,4 +7,5 @@ from .stack import StackView
 # the broker-specific views import their client libraries, so they are imported from their modules:
 #   from brokerlab.views.redis import QueueView, StreamView
 #   from brokerlab.views.kafka import OffsetsView
+#   from brokerlab.views.trace import OrderEffectsView, OrderTrace   (notebook 08b)
 __all__ = ["LiveView", "StackView"]
