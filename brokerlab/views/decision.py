@@ -83,6 +83,7 @@ class DecisionGuide:
         self._html = None
         self._cell: int | None = None
         self._state = "live"
+        self._serial: int | None = None   # the cell (CELLS.serial) that shows the form
 
     @property
     def answer(self) -> decision.Answer:
@@ -148,9 +149,12 @@ class DecisionGuide:
             return self
         from IPython.display import display
 
-        if self._html is None:
-            self._build()
         CELLS.install()
+        if self._serial == CELLS.serial:  # shown by this cell already (e.g. `guide.display()` as its last line)
+            self._render()
+            return self
+        self._build()  # new widgets: a form shown by an earlier cell keeps its own
+        self._serial, self._state, self._cell = CELLS.serial, "live", None
         CELLS.live.append(self)  # frozen with the others when the cell ends: freeze(cell) below
         self._html.value = self.view.render_html(self.view.model, state=self._state, cell=self._cell)
         self._output = display(self._bundle(), raw=True, display_id=True)
