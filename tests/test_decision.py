@@ -116,3 +116,12 @@ def test_the_form_in_a_kernel_ends_with_its_cells_state_and_the_site_shows_it():
     static_widgets(nb)
     assert "brokerlab-view" in nb.cells[0].outputs[0]["data"]["text/html"]
     assert "application/vnd.jupyter.widget-view+json" not in nb.cells[0].outputs[0]["data"]
+
+
+def test_the_site_turns_links_between_notebooks_into_links_between_pages():
+    from brokerlab.site import site_links
+
+    page = ("<a href='05a_kafka_partitions_and_groups.ipynb#cell-id=cell-36'>x</a> "
+            '<a href="04_rabbitmq_exchanges.ipynb">y</a> <a href="https://example.org/a.ipynb">z</a>')
+    assert site_links(page) == ("<a href='05a_kafka_partitions_and_groups.html#cell-id=cell-36'>x</a> "
+                                '<a href="04_rabbitmq_exchanges.html">y</a> <a href="https://example.org/a.ipynb">z</a>')

@@ -46,7 +46,7 @@ class AnswerView(LiveView):
     def rows(self, model: dict) -> list[tuple]:
         answer = model["answer"]
         rows = [(r.system or "all", r.effect, r.because, _measured(r),
-                 ", ".join(str(e.cell) for e in r.evidence)) for r in answer.reasons]
+                 ", ".join(str(e.cell) for e in _by_cell(r))) for r in answer.reasons]
         rows += [("condition", "must hold", text, "", "") for text in answer.conditions
                  if not any(r.because == text for r in answer.reasons)]
         return rows
@@ -57,16 +57,24 @@ class AnswerView(LiveView):
         model = self.model if model is None else model
         base = super().render_html(model, state=state, cell=cell, since=since, checked_at=checked_at)
         for reason in model["answer"].reasons:
-            plain = html.escape(", ".join(str(e.cell) for e in reason.evidence))
+            plain = html.escape(", ".join(str(e.cell) for e in _by_cell(reason)))
             links = ", ".join(f"<a href='{html.escape(e.href)}' title='{html.escape(e.measured)}'>"
                               f"{html.escape(e.cell.notebook[:3].rstrip('_'))}&nbsp;{html.escape(e.cell.cell_id)}</a>"
-                              for e in reason.evidence)
+                              for e in _by_cell(reason))
             base = base.replace(f">{plain}</td>", f">{links}</td>", 1)
         conditions = "".join(f"<li>{html.escape(c)}</li>" for c in model["answer"].conditions)
         if conditions:
             base = base.replace("</table>", "</table><div><b>Conditions</b><ul style='margin:0'>"
                                 f"{conditions}</ul></div>", 1)
         return base
+
+
+def _by_cell(reason: decision.Reason) -> list[decision.Evidence]:
+    """The reason's evidence, one per cell (two claims may name the same cell)."""
+    first: dict = {}
+    for evidence in reason.evidence:
+        first.setdefault(evidence.cell, evidence)
+    return list(first.values())
 
 
 def _measured(reason: decision.Reason) -> str:
@@ -103,7 +111,7 @@ class DecisionGuide:
         return {k: v for k, v in self.view.requirements.items() if v != defaults[k]}
 
     def _render(self) -> None:
-        self.view.model = self.view.snapshot()
+        self.view.refresh()  # the view itself is never shown: this only reads the answer
         if self._html is not None:
             self._html.value = self.view.render_html(self.view.model, state=self._state, cell=self._cell)
             self._output.update(self._bundle(), raw=True)
@@ -143,7 +151,7 @@ class DecisionGuide:
 
     def display(self) -> "DecisionGuide":
         """Show the form and its answer under the running cell (outside a kernel: the answer's text)."""
-        self.view.model = self.view.snapshot()
+        self.view.refresh()  # the view itself is never shown: this only reads the answer
         if not in_kernel():
             print(self.view.render_text())
             return self
