@@ -145,10 +145,10 @@ def recommend(requirements: dict, guide: Guide | None = None) -> Answer:
             continue
         for system, weight in rule.weights.items():
             scores[system] += weight
-            reasons.append(Reason(rule.id, system, f"{weight:+d}", rule.because, rule.evidence))
+            reasons.append(Reason(rule.id, system, f"{weight:+d}", rule.because or rule.condition, rule.evidence))
         for system in rule.rules_out:
             ruled_out.append(system)
-            reasons.append(Reason(rule.id, system, "ruled out", rule.because, rule.evidence))
+            reasons.append(Reason(rule.id, system, "ruled out", rule.because or rule.condition, rule.evidence))
         if rule.condition:
             conditions.append((rule.about, rule.condition))
             if not rule.weights and not rule.rules_out:

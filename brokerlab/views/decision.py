@@ -18,7 +18,7 @@ from .base import CELLS, LiveView, in_kernel
 
 class AnswerView(LiveView):
     title = "Decision guide"
-    columns = ("system", "effect", "because", "measured", "shown by")
+    columns = ("for / against", "because", "measured", "shown by")
     live = False
 
     def __init__(self, requirements: dict | None = None):
@@ -44,23 +44,26 @@ class AnswerView(LiveView):
         return {k: v for k, v in answer.requirements.items() if v != defaults[k]}
 
     def rows(self, model: dict) -> list[tuple]:
-        answer = model["answer"]
-        rows = [(r.system or "all", r.effect, r.because, _measured(r),
-                 ", ".join(str(e.cell) for e in _by_cell(r))) for r in answer.reasons]
-        rows += [("condition", "must hold", text, "", "") for text in answer.conditions
-                 if not any(r.because == text for r in answer.reasons)]
-        return rows
+        """One row per rule that fired: what it did to which systems, why, what was measured, which cells."""
+        return [(label, because, " · ".join(dict.fromkeys(e.measured for e in evidence)),
+                 ", ".join(str(e.cell) for e in evidence)) for label, because, evidence in _grouped(model["answer"])]
+
+    def render_text(self, model: dict | None = None) -> str:
+        model = self.model if model is None else model
+        conditions = model["answer"].conditions if model else ()
+        return super().render_text(model) + "".join(f"\n  condition: {c}" for c in conditions)
 
     def render_html(self, model: dict | None = None, state: str = "live", cell: int | None = None,
                     since: float = 0.0, checked_at: float | None = None) -> str:
-        """The base table, with the 'shown by' column as links to the cells (notebook + cell id)."""
+        """The base table, with the 'shown by' column as links to the cells (notebook + cell id), then the
+        conditions the answer holds under."""
         model = self.model if model is None else model
         base = super().render_html(model, state=state, cell=cell, since=since, checked_at=checked_at)
-        for reason in model["answer"].reasons:
-            plain = html.escape(", ".join(str(e.cell) for e in _by_cell(reason)))
-            links = ", ".join(f"<a href='{html.escape(e.href)}' title='{html.escape(e.measured)}'>"
-                              f"{html.escape(e.cell.notebook[:3].rstrip('_'))}&nbsp;{html.escape(e.cell.cell_id)}</a>"
-                              for e in _by_cell(reason))
+        for _, _, evidence in _grouped(model["answer"]):
+            plain = html.escape(", ".join(str(e.cell) for e in evidence))
+            links = ", ".join(f"<a href='{html.escape(e.href)}' target='_blank' rel='noopener' "
+                              f"title='{html.escape(e.measured)}'>{html.escape(e.cell.notebook[:3].rstrip('_'))}"
+                              f"&nbsp;{html.escape(e.cell.cell_id)}</a>" for e in evidence)
             base = base.replace(f">{plain}</td>", f">{links}</td>", 1)
         conditions = "".join(f"<li>{html.escape(c)}</li>" for c in model["answer"].conditions)
         if conditions:
@@ -69,17 +72,25 @@ class AnswerView(LiveView):
         return base
 
 
+def _grouped(answer: decision.Answer) -> list[tuple[str, str, list[decision.Evidence]]]:
+    """(what the rule did, because, its evidence one per cell) for each rule that fired, in rule order."""
+    rules: dict[str, list[decision.Reason]] = {}
+    for reason in answer.reasons:
+        rules.setdefault(reason.rule, []).append(reason)
+    grouped = []
+    for reasons in rules.values():
+        label = ", ".join(f"{r.system} {r.effect}" if r.effect != "condition" else f"condition ({r.system or 'all'})"
+                          for r in reasons)
+        grouped.append((label, reasons[0].because, _by_cell(reasons[0])))
+    return grouped
+
+
 def _by_cell(reason: decision.Reason) -> list[decision.Evidence]:
     """The reason's evidence, one per cell (two claims may name the same cell)."""
     first: dict = {}
     for evidence in reason.evidence:
         first.setdefault(evidence.cell, evidence)
     return list(first.values())
-
-
-def _measured(reason: decision.Reason) -> str:
-    texts = list(dict.fromkeys(e.measured for e in reason.evidence))
-    return " · ".join(texts)
 
 
 class DecisionGuide:
