@@ -61,7 +61,7 @@ class AnswerView(LiveView):
         base = super().render_html(model, state=state, cell=cell, since=since, checked_at=checked_at)
         for _, _, evidence in _grouped(model["answer"]):
             plain = html.escape(", ".join(str(e.cell) for e in evidence))
-            links = ", ".join(f"<a href='{html.escape(e.href)}' target='_blank' rel='noopener' "
+            links = ", ".join(f"<a href='{html.escape(e.href)}' target='_blank' rel='noopener' style='color:#0969da' "
                               f"title='{html.escape(e.measured)}'>{html.escape(e.cell.notebook[:3].rstrip('_'))}"
                               f"&nbsp;{html.escape(e.cell.cell_id)}</a>" for e in evidence)
             base = base.replace(f">{plain}</td>", f">{links}</td>", 1)
