@@ -171,9 +171,15 @@ class RabbitMQQuorumQueue:
         return _RabbitConsumer(self, name, batch)
 
     def replay(self, expected: int, seconds: float = 10.0) -> int:
-        """What a new reader can read again once the job is done: an acked message is deleted, so nothing."""
+        """What a new reader can read again once the job is done: an acked message is deleted, so nothing.
+        (The queue's own count, by a passive declare: the management API's figures lag by seconds.)"""
         from . import rabbitmq_tools
-        return rabbitmq_tools.counts(self.name)["ready"]
+        from .clients import rabbit_connection
+        connection = rabbit_connection()
+        try:
+            return rabbitmq_tools.ready(connection.channel(), self.name)
+        finally:
+            connection.close()
 
     def cleanup(self) -> None:
         from .clients import rabbit_connection
@@ -266,7 +272,7 @@ class KafkaShareGroup:
     def consumer(self, name: str, batch: int = 5) -> "_KafkaConsumer":
         return _KafkaConsumer(self, name, batch)
 
-    def replay(self, expected: int, seconds: float = 10.0) -> int:
+    def replay(self, expected: int, seconds: float = 20.0) -> int:
         """A new share group starting at the earliest offset reads the log again."""
         from . import kafka_tools
         from .clients import kafka_admin, kafka_share_consumer
@@ -274,8 +280,8 @@ class KafkaShareGroup:
         reader = kafka_share_consumer(self.replay_group)
         reader.subscribe([self.name])
         try:
-            got = kafka_tools.share_consume(reader, expected, seconds=seconds, idle=2.0,
-                                            on_message=reader.acknowledge)
+            # no idle cut-off: a new share member needs a heartbeat or two before its first records
+            got = kafka_tools.share_consume(reader, expected, seconds=seconds, on_message=reader.acknowledge)
         finally:
             reader.close()
         return len(got)
@@ -495,7 +501,7 @@ class _Workers:
 POISON_BOUND = 6  # the consumer gives up first when the broker has no delivery limit
 
 
-def poison_deliveries(kind: str, limit: int = DELIVERY_LIMIT, bound: int = POISON_BOUND, settle: float = 1.5,
+def poison_deliveries(kind: str, limit: int = DELIVERY_LIMIT, bound: int = POISON_BOUND, settle: float = 3.0,
                       name: str | None = None) -> list[int]:
     """A task that always fails: one consumer takes it and gives it back (nack/RELEASE/claim again) until the
     broker stops delivering it for `settle` s or `bound` deliveries were made. Returns each delivery's count.
