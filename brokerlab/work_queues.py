@@ -16,9 +16,6 @@ count and a deadline; every connection is closed; names are per run (`bl.run_nam
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
-import signal
 import tempfile
 import threading
 import time
@@ -27,6 +24,7 @@ from pathlib import Path
 
 from .runs import run_name
 from .waiting import wait_for
+from .workers import BoundedWorkers
 
 CLAIM_IDLE_MS = 2000    # Redis: a pending entry idle this long is claimed by a live consumer (XAUTOCLAIM)
 DELIVERY_LIMIT = 3      # the delivery limit set on RabbitMQ and Kafka for the poison test
@@ -409,8 +407,8 @@ def task_names(n: int) -> list[str]:
 def run_job(kind: str, tasks: int = 60, consumers: int = 3, hold: int = 6, seconds: float = 40.0,
             name: str | None = None) -> JobResult:
     """Run the job on one backend ('redis', 'rabbitmq', 'kafka') and clean up after it: the doomed consumer
-    takes `hold` tasks and acks every other one; `consumers` workers do the rest; once they have, the doomed
-    one is SIGKILLed and the workers (already running) must finish what it held."""
+    (a process) takes `hold` tasks and acks every other one; `consumers` worker threads do the rest; once they
+    have, the doomed one is SIGKILLed and the workers (already running) must finish what it held."""
     queue = BACKENDS[kind](name)
     result = JobResult(system=queue.label, tasks=tasks, name=queue.name)
     queue.setup()
@@ -418,33 +416,31 @@ def run_job(kind: str, tasks: int = 60, consumers: int = 3, hold: int = 6, secon
     try:
         queue.publish(task_names(tasks))
         report = Path(tempfile.mkdtemp(prefix="bl-wq-")) / "doomed.json"
-        process = multiprocessing.get_context("spawn").Process(
-            target=_hold_and_die, args=(kind, queue.name, hold, str(report)), daemon=True)
-        process.start()
-        try:
-            wait_for(lambda: report.exists() or not process.is_alive(), seconds,
-                     f"{queue.label}: the doomed consumer to take its tasks", poll=0.05)
+        with BoundedWorkers(seconds=seconds, name=f"wq-{kind}") as workers:
+            doomed = workers.process(_hold_and_die, kind, queue.name, hold, str(report), seconds)
+            wait_for(lambda: report.exists() or not doomed.is_alive(), seconds,
+                     f"{queue.label}: the doomed consumer to take its tasks")
             if not report.exists():
                 raise RuntimeError(f"{queue.label}: the doomed consumer died before taking tasks "
-                                   f"(exit code {process.exitcode})")
-            doomed = json.loads(report.read_text())
-            result.acked_before_crash = doomed["acked"]
-            result.held = [t for t in doomed["taken"] if t not in doomed["acked"]]
-            result.done = {t: 1 for t in doomed["acked"]}
-            with _Workers(queue, result, consumers, seconds) as workers:
-                wait_for(lambda: len(result.done) >= tasks - len(result.held), seconds,
-                         f"{queue.label}: the workers to finish every task the doomed consumer does not hold")
-                os.kill(process.pid, signal.SIGKILL)  # the crash: no ack, no close, no goodbye
-                workers.killed_at = time.monotonic()
-                wait_for(workers.finished.is_set, seconds, lambda: f"{queue.label}: every task done "
-                         f"(missing {sorted(set(task_names(tasks)) - set(result.done))[:5]})")
-            if result.recovered_after is None:
-                raise AssertionError(f"{queue.label}: the held tasks were redone before the kill (a live consumer's "
-                                     f"work was taken from it): {result.redelivery_counts}")
-        finally:
-            if process.is_alive():
-                process.kill()
-            process.join(10)
+                                   f"(exit code {doomed.exitcode})")
+            taken = json.loads(report.read_text())
+            result.acked_before_crash = taken["acked"]
+            result.held = [t for t in taken["taken"] if t not in taken["acked"]]
+            result.done = {t: 1 for t in taken["acked"]}
+            progress = _Progress(result)
+            for k in range(consumers):
+                workers.thread(_work, queue, progress, f"worker-{k + 1}", workers.running, name=f"worker-{k + 1}")
+            wait_for(lambda: len(result.done) >= tasks - len(result.held) or workers.errors, seconds,
+                     f"{queue.label}: the workers to finish every task the doomed consumer does not hold")
+            doomed.kill()  # SIGKILL, the crash: no ack, no close, no goodbye
+            progress.killed_at = time.monotonic()
+            wait_for(lambda: len(result.done) == tasks or workers.errors, seconds,
+                     lambda: f"{queue.label}: every task done (missing "
+                             f"{sorted(set(task_names(tasks)) - set(result.done))[:5]})")
+            workers.stop()  # the with-block joins the threads (and re-raises what one raised)
+        if result.recovered_after is None:
+            raise AssertionError(f"{queue.label}: the held tasks were redone before the kill (a live consumer's "
+                                 f"work was taken from it): {result.redelivery_counts}")
         result.seconds = round(time.monotonic() - started, 2)
         result.replayed = queue.replay(tasks)
     finally:
@@ -452,50 +448,37 @@ def run_job(kind: str, tasks: int = 60, consumers: int = 3, hold: int = 6, secon
     return result
 
 
-class _Workers:
-    """`n` competing consumer threads that ack every task they take, until every task is done (bounded)."""
+class _Progress:
+    """What the worker threads record, under one lock."""
 
-    def __init__(self, queue, result: JobResult, n: int, seconds: float):
-        self.queue, self.result, self.n = queue, result, n
-        self.deadline = time.monotonic() + seconds
-        self.finished = threading.Event()
-        self.killed_at: float | None = None
+    def __init__(self, result: JobResult):
+        self.result = result
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.work, args=(f"worker-{k + 1}",), daemon=True)
-                        for k in range(n)]
+        self.killed_at: float | None = None
 
-    def work(self, name: str) -> None:
+    def done(self, consumer: str, delivery: Delivery) -> None:
         result = self.result
-        consumer = self.queue.consumer(name)
-        try:
-            while not self.finished.is_set() and time.monotonic() < self.deadline:
-                for delivery in consumer.take(5, timeout=0.2):
-                    consumer.ack(delivery)
-                    with self.lock:
-                        result.done[delivery.task] = result.done.get(delivery.task, 0) + 1
-                        result.completion_order.append(delivery.task)
-                        result.per_consumer[name] = result.per_consumer.get(name, 0) + 1
-                        if delivery.task in result.held or delivery.count > 1:
-                            result.redelivery_counts[delivery.task] = delivery.count
-                        if (delivery.task in result.held and self.killed_at is not None
-                                and all(t in result.redelivery_counts for t in result.held)):
-                            result.recovered_after = round(time.monotonic() - self.killed_at, 2)
-                        if len(result.done) == result.tasks:
-                            self.finished.set()
-        finally:
-            consumer.close()
+        with self.lock:
+            result.done[delivery.task] = result.done.get(delivery.task, 0) + 1
+            result.completion_order.append(delivery.task)
+            result.per_consumer[consumer] = result.per_consumer.get(consumer, 0) + 1
+            if delivery.task in result.held or delivery.count > 1:
+                result.redelivery_counts[delivery.task] = delivery.count
+            if (delivery.task in result.held and self.killed_at is not None
+                    and all(t in result.redelivery_counts for t in result.held)):
+                result.recovered_after = round(time.monotonic() - self.killed_at, 2)
 
-    def __enter__(self) -> "_Workers":
-        for thread in self.threads:
-            thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.finished.set()
-        for thread in self.threads:
-            thread.join(max(0.0, self.deadline - time.monotonic()) + 5)
-        if any(t.is_alive() for t in self.threads):
-            raise TimeoutError(f"{self.queue.label}: a consumer thread did not end")
+def _work(queue, progress: _Progress, name: str, running) -> None:
+    """A competing consumer: take, ack, record, while `running()` (BoundedWorkers.running)."""
+    consumer = queue.consumer(name)
+    try:
+        while running():
+            for delivery in consumer.take(5, timeout=0.2):
+                consumer.ack(delivery)
+                progress.done(name, delivery)
+    finally:
+        consumer.close()
 
 
 POISON_BOUND = 6  # the consumer gives up first when the broker has no delivery limit
