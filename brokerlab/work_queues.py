@@ -415,8 +415,9 @@ def run_job(kind: str, tasks: int = 60, consumers: int = 3, hold: int = 6, secon
     started = time.monotonic()
     try:
         queue.publish(task_names(tasks))
-        report = Path(tempfile.mkdtemp(prefix="bl-wq-")) / "doomed.json"
-        with BoundedWorkers(seconds=seconds, name=f"wq-{kind}") as workers:
+        scratch = tempfile.TemporaryDirectory(prefix="bl-wq-")  # the doomed consumer's report, deleted below
+        report = Path(scratch.name) / "doomed.json"
+        with scratch, BoundedWorkers(seconds=seconds, name=f"wq-{kind}") as workers:
             doomed = workers.process(_hold_and_die, kind, queue.name, hold, str(report), seconds)
             wait_for(lambda: report.exists() or not doomed.is_alive(), seconds,
                      f"{queue.label}: the doomed consumer to take its tasks")
