@@ -134,7 +134,16 @@ def to_html(nb) -> str:
     nav = ("<nav style='font:14px sans-serif;padding:8px 0;border-bottom:1px solid #ddd;margin-bottom:8px'>"
            "<a href='index.html'>← brokerlab course index</a> · executed in quick mode by "
            "<code>python -m brokerlab site</code></nav>")
-    return body.replace("<main>", "<main>" + nav, 1)
+    return site_links(body.replace("<main>", "<main>" + nav, 1))
+
+
+_NOTEBOOK_LINK = re.compile(r"""(href=["'])([0-9][0-9][a-z]?_[\w-]+)\.ipynb(?=[#"'])""")
+
+
+def site_links(page: str) -> str:
+    """Links from one lesson to another name the .ipynb (so they open in JupyterLab, at a cell with
+    `#cell-id=...`); on the site that notebook's page is <stem>.html, whose cells carry the same ids."""
+    return _NOTEBOOK_LINK.sub(r"\1\2.html", page)
 
 
 def write_index(out: Path, pages: list[dict], seconds: float) -> None:

@@ -38,6 +38,7 @@ BROWSER_NOTEBOOKS = [
     ("celery", ["03*_*.ipynb"]),
     ("rabbitmq", ["04*_*.ipynb"]),
     ("kafka", ["05a_*.ipynb", "05_*.ipynb"]),
+    ("choosing", ["08a_*.ipynb"]),        # the course's one ipywidgets form (the decision guide)
     # 06 (performance) is left out: a benchmark run beside five notebooks in one browser measures the contention.
     # Its views are checked by tests/test_site.py, and nbval runs it twice like every notebook.
 ]

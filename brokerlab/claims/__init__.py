@@ -114,16 +114,21 @@ def problems(claims: list[Claim] | None = None) -> list[str]:
             found.append(f"{c.id}: a verdict from a notebook needs the cells that show it")
         if not c.shown and not c.not_shown:
             found.append(f"{c.id}: neither shown_by nor a not_shown reason")
-        for ref in c.shown_by:
-            if not ref.path.exists():
-                found.append(f"{c.id}: {ref}: no notebook {ref.path.relative_to(REPO_ROOT)}")
-                continue
-            cell = _cells(ref.path).get(ref.cell_id)
-            if cell is None:
-                found.append(f"{c.id}: {ref}: no cell with this id")
-            elif cell["cell_type"] != "code" or not has_assert("".join(cell["source"])):
-                found.append(f"{c.id}: {ref}: the cell has no assert, so it is no evidence")
+        found += [f"{c.id}: {ref}: {problem}" for ref in c.shown_by if (problem := cell_problem(ref))]
     return found
+
+
+def cell_problem(ref: CellRef) -> str | None:
+    """Why the referenced cell is no evidence (no such notebook, no such cell, no assert in it), or None.
+    Shared by every table that links claims to cells (this ledger, the decision guide's rules)."""
+    if not ref.path.exists():
+        return f"no notebook {ref.path.relative_to(REPO_ROOT)}"
+    cell = _cells(ref.path).get(ref.cell_id)
+    if cell is None:
+        return "no cell with this id"
+    if cell["cell_type"] != "code" or not has_assert("".join(cell["source"])):
+        return "the cell has no assert, so it is no evidence"
+    return None
 
 
 def _cell_link(ref: CellRef) -> str:
