@@ -20,8 +20,8 @@ PLOTS = re.compile(r"plt\.show\(\)|\.plot\(")
 # render statically: live views, a matplotlib plot, an ipywidget, a lab solution. test_the_sample_covers_every_kind
 # keeps it representative as notebooks change.
 SAMPLE = [REPO_ROOT / p for p in ("notebooks/00_orientation.ipynb", "notebooks/01_redis_lists.ipynb",
-                                  "labs/00_first_messages_solution.ipynb")]
-WIDGET = re.compile(r"ipywidgets|\.interactive\(|\.guide\(")
+                                  "notebooks/08a_choosing.ipynb", "labs/00_first_messages_solution.ipynb")]
+WIDGET = re.compile(r"ipywidgets|DecisionGuide\(")  # ipywidgets used directly, or the course's form (08a)
 
 
 @pytest.fixture(scope="module")
