@@ -29,7 +29,7 @@ from .endpoints import Endpoints
 
 __all__ = ["QUEUE_SETUPS", "QueueSetup", "declare_queue", "fill_queue", "kill", "restart_with", "read_back", "declare_refusal",
            "queue_depth", "quorum_member", "quorum_recovered", "declare_queues", "crash_app", "app_from_environment", "start_crash_worker", "publish_timed",
-           "reconnections", "note", "journal"]
+           "answers_ping", "reconnections", "note", "journal"]
 
 # --- RabbitMQ queues --------------------------------------------------------------------------
 
@@ -291,7 +291,8 @@ def start_crash_worker(kind: str, queues: list[str], cwd: str | Path, name: str)
 
     module = f"celery_apps.crash_{kind}"
     sys.modules.pop(module, None)
-    return WorkerHandle(module, pool="threads", concurrency=2, queues=queues, cwd=cwd, name=name).start()
+    # 4 threads: a held task and its redelivered copy may each occupy one while other tasks still run
+    return WorkerHandle(module, pool="threads", concurrency=4, queues=queues, cwd=cwd, name=name).start()
 
 
 def declare_queues(app) -> list[str]:
@@ -312,6 +313,17 @@ def publish_timed(task, *args, **options) -> tuple[object, float]:
     except Exception as exc:  # the lesson looks at which error, and how fast
         outcome = exc
     return outcome, time.monotonic() - started
+
+
+def answers_ping(worker, timeout: float = 0.5) -> bool:
+    """True when the worker answers a remote-control ping, which travels through the broker both ways;
+    False while the broker, the worker's connection or this process's connection to it is not back yet."""
+    import kombu.exceptions
+
+    try:
+        return bool(worker.app.control.ping(destination=[worker.nodename], timeout=timeout))
+    except (OSError, kombu.exceptions.OperationalError):  # a pooled connection from before the restart
+        return False
 
 
 def reconnections(worker) -> int:

@@ -94,7 +94,7 @@ def test_celery_tasks_on_redis_vanish_without_persistence_and_run_after_a_restar
             volatile.restart()
 
             assert volatile.client().llen(parked) == 0 and aof.client().llen(parked) == 5
-            assert wait_for(lambda: app.control.ping(destination=[worker.nodename], timeout=0.5), 30, "reconnect")
+            assert wait_for(lambda: crashes.answers_ping(worker), 30, "reconnect")
             app.control.add_consumer(parked, destination=[worker.nodename], reply=True)
             assert [r.get(timeout=20)["label"] for r in kept] == [f"a{i}" for i in range(5)]
             assert all(r.state == "PENDING" for r in gone) and worker.alive
@@ -127,7 +127,7 @@ def test_celery_on_rabbitmq_quorum_queues_keeps_waiting_tasks_and_redelivers_a_r
             node.restart()
             assert wait_for(lambda: crashes.quorum_recovered(node, parked), 60)
             assert crashes.queue_depth(node, parked) == 5
-            assert wait_for(lambda: app.control.ping(destination=[worker.nodename], timeout=0.5), 40, "reconnect")
+            assert wait_for(lambda: crashes.answers_ping(worker), 40, "reconnect")
             app.control.add_consumer(parked, destination=[worker.nodename], reply=True)
             assert [r.get(timeout=30)["label"] for r in waiting] == [f"q{i}" for i in range(5)]
 
