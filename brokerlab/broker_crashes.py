@@ -28,7 +28,7 @@ from .checker import History
 from .endpoints import Endpoints
 
 __all__ = ["QUEUE_SETUPS", "QueueSetup", "declare_queue", "fill_queue", "kill", "restart_with", "read_back", "declare_refusal",
-           "queue_depth", "quorum_member", "quorum_recovered", "declare_queues", "crash_app", "app_from_environment", "start_crash_worker", "publish_timed",
+           "queue_depth", "quorum_member", "quorum_registrations_saved", "quorum_recovered", "declare_queues", "crash_app", "app_from_environment", "start_crash_worker", "publish_timed",
            "answers_ping", "reconnections", "note", "journal"]
 
 # --- RabbitMQ queues --------------------------------------------------------------------------
@@ -154,6 +154,14 @@ def quorum_member(node, queue: str) -> dict:
     except ValueError:
         members = []
     return next((m for m in members if m.get("Node Name") == node.nodename), {})
+
+
+def quorum_registrations_saved(node, since: float) -> bool:
+    """True once RabbitMQ's Raft library has written its table of quorum queue members (names.dets) to disk
+    after the wall-clock time `since`.  It does so when the table has been idle for 0.5 s; a node killed
+    before that forgets members registered since (see 07c: `name_not_registered`, an empty queue)."""
+    path = node.service.dir / "mnesia" / node.nodename / "quorum" / node.nodename / "names.dets"
+    return path.exists() and path.stat().st_mtime > since
 
 
 def quorum_recovered(node, queue: str) -> bool:

@@ -24,7 +24,9 @@ def test_rabbitmq_keeps_only_durable_queues_with_persistent_messages_across_a_ki
         queues = {setup.label: f"{run}.q{i}" for i, setup in enumerate(crashes.QUEUE_SETUPS)}
         for setup in crashes.QUEUE_SETUPS:
             crashes.declare_queue(node, queues[setup.label], setup)
-        time.sleep(1)  # a new quorum queue's member is written to disk within ~0.5 s (see the fresh queue below)
+        declared = time.time()
+        # a new quorum queue's member reaches the disk once the table is idle for 0.5 s (the fresh queue below)
+        assert wait_for(lambda: crashes.quorum_registrations_saved(node, declared), 10)
         histories = {s.label: crashes.fill_queue(node, queues[s.label], s, 30) for s in crashes.QUEUE_SETUPS}
         assert all(len(h.acknowledged) == 30 and h.healthy_rate > 0 for h in histories.values())
         fresh = crashes.fill_queue(node, f"{run}.fresh", crashes.QUEUE_SETUPS[3], 5)  # declared right before the kill
@@ -112,8 +114,9 @@ def test_celery_on_rabbitmq_quorum_queues_keeps_waiting_tasks_and_redelivers_a_r
         try:
             app = worker.app
             assert crashes.declare_queues(app) == [live, parked]
+            declared = time.time()
             worker.wait_ready(60)
-            time.sleep(1)  # the quorum queues' members reach the disk within ~0.5 s of their declaration
+            assert wait_for(lambda: crashes.quorum_registrations_saved(node, declared), 10)
             assert {q["name"]: q["type"] for q in node.api_get("queues")}[parked] == "quorum"
             assert app.conf.broker_transport_options["confirm_publish"] is True
             assert wait_for(lambda: worker.log_contains("Global QoS is disabled"), 10)
