@@ -119,6 +119,15 @@ class _Scratch:
         os.kill(pid, sig)
         if not wait_gone(pid, timeout):
             raise StackError(f"scratch {self.service.name} (pid {pid}) still runs {timeout:.0f} s after signal {sig}")
+        # the bwrap launcher (and rabbitmq-server's shell script) end a moment after the server: until they
+        # have, `pid` still names the launcher and an immediate restart() would refuse ("already running")
+        launch = getattr(self.service, "launch", None)
+        if launch is not None:
+            try:
+                launch.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise StackError(f"the launcher of scratch {self.service.name} still runs {timeout:.0f} s "
+                                 f"after its server died") from None
         self._wait_ports_closed(timeout)
         return pid
 
