@@ -46,8 +46,15 @@ def _unavailable_type(broker: str) -> type:
 
     def __init__(self, *args):
         BrokerUnavailable.__init__(self, *args)
+        if broker == "redis":  # what redis-py's own ConnectionError.__init__ sets (its __repr__ reads it)
+            from redis.exceptions import ExceptionType
 
-    return type(name, bases, {"__init__": __init__, "__module__": __name__})
+            self.error_type, self.status_code = ExceptionType.NETWORK, None
+
+    def __repr__(self):
+        return f"{type(self).__name__}({str(self)!r})"
+
+    return type(name, bases, {"__init__": __init__, "__repr__": __repr__, "__module__": __name__})
 
 
 # --- Redis ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import redis
 from confluent_kafka import KafkaException
 
 from brokerlab import BrokerUnavailable, require
-from brokerlab.clients import kafka_producer, rabbit_api, rabbit_connection, redis_client
+from brokerlab.clients import kafka_producer, rabbit_api, rabbit_connection, redis_client, unavailable
 from brokerlab.endpoints import Endpoints
 
 
@@ -63,6 +63,17 @@ def test_clients_on_stopped_brokers_raise_their_library_error_too():
     assert_clear_and_fast(lambda: rabbit_api("overview", ep=ep), "rabbitmq", ep)
     error = assert_clear_and_fast(lambda: kafka_producer(ep=ep), "kafka", ep)
     assert isinstance(error, KafkaException)
+
+
+def test_the_errors_print_and_repr_like_their_library_errors():
+    ep = free_port_set()
+    for broker, library_error in (("redis", redis.exceptions.ConnectionError),
+                                  ("rabbitmq", pika.exceptions.AMQPConnectionError), ("kafka", KafkaException)):
+        error = unavailable(broker, "refused", ep)
+        assert isinstance(error, library_error)
+        assert ep.address(broker) in repr(error) and ep.address(broker) in str(error)  # repr once raised in redis-py 8
+    assert redis.exceptions.ConnectionError.__repr__(unavailable("redis", "refused", ep)) == \
+        "network:RedisUnavailable"   # redis-py's own repr (used by its logging) works too
 
 
 @pytest.mark.disruptive
