@@ -108,3 +108,35 @@ def test_a_scratch_rabbitmq_cluster_forms_and_goes_away():
     assert not any(pid_alive(pid) for pid in pids)
     assert not port_in_use("127.0.0.1", epmd)
     assert leftovers(owner=os.getpid()) == []
+
+
+def test_stack_down_stops_a_scratch_rabbitmq_whose_kernel_died_before_its_cleanup():
+    import subprocess
+    import sys
+    import textwrap
+
+    from brokerlab.stack.procs import pids_naming
+    from brokerlab.stack.scratch import stop_scratch_leftovers
+
+    # a "kernel" that starts a scratch RabbitMQ, prints its folder and is then SIGKILLed: no cleanup runs.
+    # RabbitMQ's Erlang VM does not die with it (a Redis does: it gets the parent-death signal).
+    kernel = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import time
+        from brokerlab.stack.scratch import scratch_rabbitmq
+        with scratch_rabbitmq() as server:
+            print(server.dir, flush=True)
+            time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        folder = kernel.stdout.readline().strip()
+        assert folder and pids_naming(f"{folder}/")
+        assert not stop_scratch_leftovers() or pids_naming(f"{folder}/")  # its kernel still runs: left to it
+        kernel.kill()
+        kernel.wait()
+        orphans = pids_naming(f"{folder}/")
+        assert orphans, "the Erlang VM died with its kernel: nothing for stack down to do"
+        assert set(orphans) <= set(stop_scratch_leftovers())               # `stack down` sweeps them
+        assert wait_for(lambda: not pids_naming(f"{folder}/"), 15)
+    finally:
+        kernel.kill()
+        kernel.wait()

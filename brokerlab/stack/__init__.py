@@ -121,11 +121,11 @@ def down(ep: Endpoints | None = None) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    from .scratch import stop_cluster_leftovers
+    from .scratch import stop_scratch_leftovers
 
-    cluster = stop_cluster_leftovers()  # a cluster profile whose notebook kernel was killed (lesson 07)
-    if cluster:
-        print(f"  stopped {len(cluster)} leftover cluster-profile process(es): pids {cluster}")
+    orphans = stop_scratch_leftovers()  # scratch servers or clusters whose notebook kernel died before its cleanup
+    if orphans:
+        print(f"  stopped {len(orphans)} leftover scratch server process(es): pids {orphans}")
     left = [(s.name, pid) for s in services(ep) for pid in s.pids() + s.strays()]
     if errors or left:
         raise StackError("could not stop everything: " + "; ".join(errors + [f"{n} pid {p}" for n, p in left]))

@@ -43,7 +43,7 @@ from .procs import pid_alive, pids_naming, port_in_use, read_pid, rss_bytes, sto
 
 __all__ = ["scratch_redis", "scratch_rabbitmq", "scratch_rabbitmq_cluster", "ScratchRedis", "ScratchRabbitMQ", "DockerScratchRedis",
            "DockerScratchRabbitMQ", "free_ports", "scratch_kafka_cluster", "ScratchKafkaCluster", "scratch_redis_sentinel",
-           "RedisSentinelGroup", "scratch_cluster", "partition_leader", "ClusterProfile", "stop_cluster_leftovers"]
+           "RedisSentinelGroup", "scratch_cluster", "partition_leader", "ClusterProfile", "stop_cluster_leftovers", "stop_scratch_leftovers"]
 
 
 def scratch_root() -> Path:
@@ -821,12 +821,12 @@ def scratch_cluster(kafka: bool = True, rabbitmq: bool = True, redis: bool = Tru
         yield profile
 
 
-def stop_cluster_leftovers() -> list[int]:
-    """Stop every process of a cluster-profile folder whose starting process is gone (a notebook whose kernel
-    was killed) or is this one: `stack down` calls it.  A cluster a running notebook or test still uses is
-    left to it.  Only this checkout's scratch folders named "cluster-..." are looked at."""
+def stop_scratch_leftovers() -> list[int]:
+    """Stop every process of a scratch folder (a single scratch server or a cluster profile) whose starting
+    process is gone (a notebook whose kernel was killed or stopped before its cleanup cell) or is this one:
+    `stack down` calls it.  A server a running notebook or test still uses is left to it."""
     stopped = []
-    for folder in sorted(scratch_root().glob(f"{CLUSTER_LABEL}-*")):
+    for folder in sorted(p for p in scratch_root().glob("*") if p.is_dir()):
         owner = folder_owner(folder.name)
         if owner and owner != os.getpid() and pid_alive(owner):
             continue  # a running notebook's (or test's) cluster: it stops its own
@@ -837,6 +837,9 @@ def stop_cluster_leftovers() -> list[int]:
                 stopped.append(pid)
         shutil.rmtree(folder, ignore_errors=True)
     return stopped
+
+
+stop_cluster_leftovers = stop_scratch_leftovers  # its first name, when only clusters were swept
 
 
 def folder_owner(name: str) -> int | None:
