@@ -113,3 +113,19 @@ def test_the_email_task_mails_an_order_once_however_often_it_is_sent(r, names):
     finally:
         forget_run(orders.app)
         rt.delete_run(orders.EMAIL_QUEUE)
+
+
+def test_drain_pubsub_counts_exactly_what_was_published_before_it(r):
+    run = run_name("t-drain")
+    live, other = f"{run}:live", f"{run}:other"
+    listener = hybrid.subscribed(r, live, other)
+    try:
+        for i in range(50):
+            r.publish(live, i)
+        r.publish(other, "x")
+        assert hybrid.drain_pubsub(listener) == {live: 50, other: 1}   # ends at its PING's PONG, not on a pause
+        assert hybrid.drain_pubsub(listener) == {}                     # nothing counted twice
+        r.publish(live, "late")
+        assert hybrid.drain_pubsub(listener) == {live: 1}
+    finally:
+        listener.close()
