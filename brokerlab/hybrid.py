@@ -90,17 +90,34 @@ def subscribed(r, *channels: str, seconds: float = 5.0):
     return pubsub
 
 
-def drain_pubsub(pubsub, seconds: float = 2.0, idle: float = 0.3) -> dict[str, int]:
-    """Count the messages a Pub/Sub subscriber received, per channel: read until `idle` s pass without one
-    (bounded by `seconds`). Only messages sent while it was subscribed are there: Pub/Sub keeps nothing."""
+def drain_pubsub(pubsub, seconds: float = 5.0) -> dict[str, int]:
+    """Count, per channel, the messages a Pub/Sub subscriber has received: every message whose PUBLISH completed
+    before this call. It subscribes the same connection to a fresh channel of its own and reads up to Redis's
+    confirmation of that: Redis answers a connection in order, so whatever it pushed to this subscriber before
+    arrives before the confirmation (an exact end, not a guess from a quiet interval, which a busy machine can
+    stretch). Then it unsubscribes that channel again. Raises WaitTimeout if the confirmation does not arrive
+    within `seconds`. Only messages sent while it was subscribed are there: Pub/Sub keeps nothing."""
+    from .waiting import WaitTimeout
+
+    marker = f"brokerlab-drain-{uuid.uuid4().hex}"
+    pubsub.subscribe(marker)
     got: dict[str, int] = {}
-    deadline, last = time.monotonic() + seconds, time.monotonic()
-    while time.monotonic() < deadline and time.monotonic() - last < idle:
-        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-        if message:
-            got[message["channel"]] = got.get(message["channel"], 0) + 1
-            last = time.monotonic()
-    return got
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if not message:
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if message["type"] == "subscribe" and channel == marker:
+                return got
+            if message["type"] in ("message", "pmessage"):
+                got[channel] = got.get(channel, 0) + 1
+        raise WaitTimeout(f"Redis did not confirm the subscriber's marker subscription within {seconds:g} s "
+                          f"(counted so far: {got})")
+    finally:
+        pubsub.unsubscribe(marker)
 
 
 # --- downstream of the outbox: idempotent consumers ------------------------------------------------------

@@ -113,3 +113,59 @@ def test_the_email_task_mails_an_order_once_however_often_it_is_sent(r, names):
     finally:
         forget_run(orders.app)
         rt.delete_run(orders.EMAIL_QUEUE)
+
+
+def test_drain_pubsub_counts_exactly_what_was_published_before_it(r):
+    run = run_name("t-drain")
+    live, other = f"{run}:live", f"{run}:other"
+    listener = hybrid.subscribed(r, live, other)
+    try:
+        for i in range(50):
+            r.publish(live, i)
+        r.publish(other, "x")
+        assert hybrid.drain_pubsub(listener) == {live: 50, other: 1}   # ends at its PING's PONG, not on a pause
+        assert hybrid.drain_pubsub(listener) == {}                     # nothing counted twice
+        r.publish(live, "late")
+        assert hybrid.drain_pubsub(listener) == {live: 1}
+    finally:
+        listener.close()
+
+
+def test_a_handler_that_fails_leaves_its_record_to_be_read_again(names):
+    """consume_events commits only after the effect: no auto-commit behind its back (librdkafka's default would
+    store the offset at poll and commit it on close, skipping the record whose effect never happened)."""
+    run, topic = names
+    kt.produce(kafka_producer(), topic, [(f"o-{i}", json.dumps({"event_id": f"e{i}"})) for i in range(3)])
+    seen = []
+
+    def dies_on_e1(event):
+        if event["event_id"] == "e1":
+            raise RuntimeError("the consumer died before e1's effect")
+        seen.append(event["event_id"])
+
+    with pytest.raises(RuntimeError):
+        hybrid.consume_events(topic, f"{run}.earliest", dies_on_e1)
+    assert hybrid.consume_events(topic, f"{run}.earliest", lambda e: seen.append(e["event_id"])) == 2
+    assert seen == ["e0", "e1", "e2"]                          # e1 again, not skipped
+
+
+def test_librdkafkas_default_auto_commit_would_skip_that_record(names):
+    """Why consume_events turns auto-commit off: with librdkafka's defaults, the offset of a record poll() returned
+    is committed on close() although the application never handled it."""
+    from brokerlab.clients import kafka_consumer
+    from brokerlab.waiting import wait_for
+    from confluent_kafka import TopicPartition
+
+    run, topic = names
+    kt.produce(kafka_producer(), topic, [(f"o-{i}", json.dumps({"event_id": f"e{i}"})) for i in range(3)])
+    careless = kafka_consumer(f"{run}.latest")                # enable.auto.commit left at its default (true)
+    careless.subscribe([topic])
+    polled = wait_for(lambda: careless.poll(0.2), 15, "the first record")
+    careless.close()                                          # dies before handling it; no commit() called
+    assert polled.offset() == 0
+    checker = kafka_consumer(f"{run}.latest")
+    try:
+        committed = checker.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        checker.close()
+    assert committed == 1                                     # committed anyway: e0 would never be handled
