@@ -355,7 +355,10 @@ def _hold_and_die(kind: str, name: str, hold: int, report: str, seconds: float =
     for delivery in taken[::2]:
         consumer.ack(delivery)
     held = taken[1::2]
-    Path(report).write_text(json.dumps({"taken": [d.task for d in taken], "acked": acked}))
+    # written aside, then renamed: the job waits for the file to exist and must never read it half-written
+    partial = Path(f"{report}.partial")
+    partial.write_text(json.dumps({"taken": [d.task for d in taken], "acked": acked}))
+    partial.replace(report)
     while time.monotonic() < deadline:  # "working" on the rest: the crash comes from outside
         consumer.keep_alive(held)
         time.sleep(0.1)
@@ -435,8 +438,10 @@ def run_job(kind: str, tasks: int = 60, consumers: int = 3, hold: int = 6, secon
                 workers.thread(_work, queue, progress, f"worker-{k + 1}", workers.running, name=f"worker-{k + 1}")
             wait_for(lambda: len(result.done) >= tasks - len(result.held) or workers.errors, seconds,
                      f"{queue.label}: the workers to finish every task the doomed consumer does not hold")
-            doomed.kill()  # SIGKILL, the crash: no ack, no close, no goodbye
+            # the clock starts just before the kill: set after it, a fast redelivery (RabbitMQ: ~20 ms) could finish
+            # first and be taken for work stolen from a live consumer
             progress.killed_at = time.monotonic()
+            doomed.kill()  # SIGKILL, the crash: no ack, no close, no goodbye
             wait_for(lambda: len(result.done) == tasks or workers.errors, seconds,
                      lambda: f"{queue.label}: every task done (missing "
                              f"{sorted(set(task_names(tasks)) - set(result.done))[:5]})")
