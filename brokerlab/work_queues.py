@@ -348,8 +348,11 @@ def _hold_and_die(kind: str, name: str, hold: int, report: str, seconds: float =
     consumer = queue.consumer("doomed", batch=hold)
     deadline = time.monotonic() + seconds
     taken: list[Delivery] = []
-    while not taken and time.monotonic() < deadline:  # one take: a Kafka share consumer must ack before its next poll
-        taken = consumer.take(hold, timeout=0.5)
+    while len(taken) < hold and time.monotonic() < deadline:
+        # RabbitMQ pushes the prefetched messages in frames that may arrive apart on a loaded machine: take again
+        taken += consumer.take(hold - len(taken), timeout=0.5)
+        if taken and isinstance(consumer, _KafkaConsumer):  # one poll: a share consumer acks before the next
+            break
     consumer.stop_taking()  # acking frees prefetch room: no more tasks for the doomed consumer
     acked = [d.task for d in taken[::2]]
     for delivery in taken[::2]:
