@@ -125,3 +125,32 @@ def test_the_site_turns_links_between_notebooks_into_links_between_pages():
             '<a href="04_rabbitmq_exchanges.ipynb">y</a> <a href="https://example.org/a.ipynb">z</a>')
     assert site_links(page) == ("<a href='05a_kafka_partitions_and_groups.html#cell-id=cell-36'>x</a> "
                                 '<a href="04_rabbitmq_exchanges.html">y</a> <a href="https://example.org/a.ipynb">z</a>')
+
+
+def test_per_key_order_with_competing_consumers_says_share_groups_do_not_order():
+    """Kafka wins per-key order, but its work-queue advice (a share group) gives no order: the answer says so."""
+    answer = decision.recommend({"ordering": "per key", "work_queue": True, "languages": "several"})
+    assert answer.choice == "Kafka"
+    assert any("consumer group" in c and "not a share group" in c for c in answer.conditions), answer.conditions
+
+
+def test_celery_on_the_redis_you_run_carries_the_eviction_condition():
+    answer = decision.recommend({"have_redis": True, "tasks": True})
+    assert answer.choice == "Celery"
+    assert any("noeviction" in c for c in answer.conditions), answer.conditions
+    assert not any("noeviction" in c for c in decision.recommend({"tasks": True}).conditions)
+
+
+def test_may_lose_some_answers_without_redis_and_a_bare_fact_says_why_there_is_no_answer():
+    answer = decision.recommend({"durability": "may lose some on a crash", "ops_budget": "a few hours a month"})
+    assert answer.choice == "Redis" and any("BLMOVE" in c for c in answer.conditions)
+    view = AnswerView({"have_redis": True})
+    view.refresh()
+    assert view.model["answer"].choice is None and "no system gains on that alone" in view.render_text()
+
+
+def test_a_condition_about_one_system_is_not_stated_when_it_is_not_in_the_answer():
+    answer = decision.recommend({"durability": "survive a process crash"})
+    assert "Redis" not in answer.systems and not any("AOF" in c for c in answer.conditions), answer.conditions
+    replay = decision.recommend({"replay": True})
+    assert any("retention" in c for c in replay.conditions)

@@ -27,10 +27,12 @@ def test_the_job_survives_a_consumer_killed_holding_work(kind):
     assert result.every_task_done and result.done_twice == []
     assert len(result.held) == 2 and len(result.acked_before_crash) == 2   # every other one acked
     assert result.redelivered and result.per_message_ack
-    assert all(result.redelivery_counts[t] >= 2 for t in result.held)
+    assert all(result.redelivery_counts[t] == 2 for t in result.held)   # the broker's own count, not a flag
     assert result.recovered_after is not None and result.recovered_after >= 0
     if kind == "redis":  # Redis does not notice the crash: a live consumer claims after the idle time
-        assert result.recovered_after >= wq.CLAIM_IDLE_MS / 1000 - 0.5
+        assert result.recovered_after >= wq.CLAIM_IDLE_MS / 2000   # from its last renewal, late under load
+    else:  # released when the dead consumer's connection closed, not after a 30 s lock or heartbeat timeout
+        assert result.recovered_after < 10
     assert result.replayed == (0 if kind == "rabbitmq" else 20)
     assert sum(result.per_consumer.values()) == 20 - 2   # all but the 2 the doomed consumer acked
     assert _gone(kind, name)

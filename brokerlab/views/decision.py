@@ -32,8 +32,11 @@ class AnswerView(LiveView):
     def heading(self, model: dict) -> str:
         answer = model["answer"]
         asked = ", ".join(k if v is True else f"{k}: {v}" for k, v in self.stated(answer).items()) or "nothing yet"
-        if answer.choice is None:
+        if answer.choice is None and not self.stated(answer):
             return f"You asked for {asked}. State a requirement to get an answer."
+        if answer.choice is None:  # e.g. only "we already run Redis": a fact about you, not a need
+            return (f"You asked for {asked}: no system gains on that alone. Add what the messages are for "
+                    f"(replay, routing, a work queue, tasks, durability).")
         also = ", ".join(f"{s} ({v:+d})" for s, v in answer.ranking[1:])
         return (f"You asked for {asked} → {answer.choice}" + (f"; also fits: {also}" if also else "")
                 + (f"; ruled out: {', '.join(answer.ruled_out)}" if answer.ruled_out else ""))
