@@ -565,11 +565,23 @@ class ConsumerCrash:
                 for policy, (names, history) in self.runs.items():
                     acked_by_then = batch if POLICIES[policy].ack == ACK_BEFORE else 0
                     marked = crash_after + 1 if POLICIES[policy].dedupe == "mark-first" else None
-                    wait_for(lambda: (r.llen(names.effects) == crash_after
-                                      and (marked is None or r.scard(names.processed) == marked)
-                                      and _acknowledged(system, names, n) == acked_by_then), seconds,
-                             f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged",
-                             poll=0.1)
+                    process = processes[policy]
+
+                    def ready_to_kill(names=names, process=process, policy=policy, acked_by_then=acked_by_then,
+                                      marked=marked):
+                        if process.exitcode is not None:  # it died on its own: say so now, not at the deadline
+                            raise RuntimeError(f"{system} {policy}: the consumer process exited (code "
+                                               f"{process.exitcode}) before the kill; its error is above")
+                        return (r.llen(names.effects) == crash_after
+                                and (marked is None or r.scard(names.processed) == marked)
+                                and _acknowledged(system, names, n) == acked_by_then)
+
+                    def seen(names=names):  # the last state, for the timeout message
+                        return (f"{system} {policy}: {crash_after} effects applied and {acked_by_then} "
+                                f"acknowledged (last seen: {r.llen(names.effects)} effects, "
+                                f"{_acknowledged(system, names, n)} acknowledged)")
+
+                    wait_for(ready_to_kill, seconds, seen, poll=0.1)
                     history.inject(processes[policy].pid, signal.SIGKILL,
                                    f"{system} consumer ({policy}) after {crash_after} of a batch of {batch}")
                     self.phase[policy] = "killed"
@@ -683,9 +695,14 @@ def transactional_crash(n: int = 20, batch: int = 10, crash_after: int = 4,
         create_topic(admin, names.output, partitions=1)
         with BoundedWorkers(seconds=seconds + 10, name="transformer") as workers:
             process = workers.process(transform, names, batch, n, crash_after, seconds)
-            wait_for(lambda: (watermarks(admin, names.output)[0][1] == crash_after
-                              and watermarks(admin, names.output, isolation="read_committed")[0][1] == 0),
-                     seconds, f"{names.output}: {crash_after} records in an open transaction")
+            def open_transaction_holds_records():
+                if process.exitcode is not None:  # it died on its own: say so now, not at the deadline
+                    raise RuntimeError(f"the transformer process exited (code {process.exitcode}) before the kill")
+                return (watermarks(admin, names.output)[0][1] == crash_after
+                        and watermarks(admin, names.output, isolation="read_committed")[0][1] == 0)
+
+            wait_for(open_transaction_holds_records, seconds,
+                     f"{names.output}: {crash_after} records in an open transaction")
             history.inject(process.pid, signal.SIGKILL,
                            f"transformer with an open transaction of {crash_after} records")
             process.join(timeouts.REPLY)
