@@ -335,7 +335,7 @@ class KafkaTopicSource:
         while len(batch) < n and time.monotonic() < deadline:
             for msg in self.consumer.consume(n - len(batch), timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
                 if msg.error():
-                    if msg.error().retriable() or msg.error().code() in _COORDINATOR_MOVING:
+                    if msg.error().retriable() or msg.error().code() in _COORDINATOR_MOVING + _CLIENT_WAITING:
                         continue  # librdkafka retries (a coordinator still loading or moving)
                     raise KafkaException(msg.error())
                 batch.append((msg, msg.value().decode()))
@@ -368,7 +368,12 @@ class KafkaTopicSource:
     def remaining(names: Names) -> int:
         from .kafka_tools import watermarks
 
-        return watermarks(_admin(), names.source)[0][1] - KafkaTopicSource.acknowledged(names)
+        def committed():  # a read that timed out on a loaded broker is repeated, bounded (a 1-tuple: 0 is falsy)
+            offset = _acknowledged("kafka", names, 0)
+            return None if offset is None else (offset,)
+
+        (offset,) = wait_for(committed, timeouts.REPLY * 3, f"{names.group}: its committed offset")
+        return watermarks(_admin(), names.source)[0][1] - offset
 
     @staticmethod
     def delete(names: Names) -> None:
@@ -394,11 +399,15 @@ def _admin():
 
 _ADMINS: dict = {}
 _COORDINATOR_MOVING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+# librdkafka's own codes for the same moment on a just-started or loaded broker: still looking for the group
+# coordinator (_WAIT_COORD), or a request that timed out (_TIMED_OUT).  Their retriable() is False, yet a commit of
+# the same offsets or a read of the committed offsets is safe to repeat (kafka_tools retries _TIMED_OUT likewise).
+_CLIENT_WAITING = (-180, -185)
 
 
 def _transient(exc) -> bool:
     error = exc.args[0] if exc.args else None
-    return hasattr(error, "code") and (error.retriable() or error.code() in _COORDINATOR_MOVING)
+    return hasattr(error, "code") and (error.retriable() or error.code() in _COORDINATOR_MOVING + _CLIENT_WAITING)
 
 SOURCES = {"redis": RedisStreamSource, "rabbitmq": RabbitQueueSource, "kafka": KafkaTopicSource}
 
