@@ -237,15 +237,15 @@ class RabbitQueueSource:
         return []  # the broker requeued what the dead consumer held when its connection closed
 
     def fetch(self, n: int, seconds: float) -> list:
+        """Exactly n deliveries (or what came by the deadline).  No "quiet for 0.1 s, so the batch is done": on a
+        loaded machine a gap in the broker's pushes would cut the batch short and move the crash out of it.
+        Callers ask only for messages the queue holds (all published first; a restart asks for what is left)."""
         batch: list = []
         deadline = time.monotonic() + seconds
         while len(batch) < n and time.monotonic() < deadline:
             method, _properties, body = next(self._messages)
-            if method is None:  # nothing for 0.1 s
-                if batch:
-                    break
-                continue
-            batch.append((method.delivery_tag, body.decode()))
+            if method is not None:  # None: nothing for 0.1 s, look at the deadline and wait again
+                batch.append((method.delivery_tag, body.decode()))
         return batch
 
     def ack(self, batch: list) -> None:
@@ -335,7 +335,7 @@ class KafkaTopicSource:
         while len(batch) < n and time.monotonic() < deadline:
             for msg in self.consumer.consume(n - len(batch), timeout=min(0.5, max(0.0, deadline - time.monotonic()))):
                 if msg.error():
-                    if msg.error().retriable() or msg.error().code() in _COORDINATOR_MOVING:
+                    if msg.error().retriable() or msg.error().code() in _COORDINATOR_MOVING + _CLIENT_WAITING:
                         continue  # librdkafka retries (a coordinator still loading or moving)
                     raise KafkaException(msg.error())
                 batch.append((msg, msg.value().decode()))
@@ -368,7 +368,12 @@ class KafkaTopicSource:
     def remaining(names: Names) -> int:
         from .kafka_tools import watermarks
 
-        return watermarks(_admin(), names.source)[0][1] - KafkaTopicSource.acknowledged(names)
+        def committed():  # a read that timed out on a loaded broker is repeated, bounded (a 1-tuple: 0 is falsy)
+            offset = _acknowledged("kafka", names, 0)
+            return None if offset is None else (offset,)
+
+        (offset,) = wait_for(committed, timeouts.REPLY * 3, f"{names.group}: its committed offset")
+        return watermarks(_admin(), names.source)[0][1] - offset
 
     @staticmethod
     def delete(names: Names) -> None:
@@ -394,11 +399,15 @@ def _admin():
 
 _ADMINS: dict = {}
 _COORDINATOR_MOVING = (14, 15, 16)  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR
+# librdkafka's own codes for the same moment on a just-started or loaded broker: still looking for the group
+# coordinator (_WAIT_COORD), or a request that timed out (_TIMED_OUT).  Their retriable() is False, yet a commit of
+# the same offsets or a read of the committed offsets is safe to repeat (kafka_tools retries _TIMED_OUT likewise).
+_CLIENT_WAITING = (-180, -185)
 
 
 def _transient(exc) -> bool:
     error = exc.args[0] if exc.args else None
-    return hasattr(error, "code") and (error.retriable() or error.code() in _COORDINATOR_MOVING)
+    return hasattr(error, "code") and (error.retriable() or error.code() in _COORDINATOR_MOVING + _CLIENT_WAITING)
 
 SOURCES = {"redis": RedisStreamSource, "rabbitmq": RabbitQueueSource, "kafka": KafkaTopicSource}
 
@@ -565,11 +574,23 @@ class ConsumerCrash:
                 for policy, (names, history) in self.runs.items():
                     acked_by_then = batch if POLICIES[policy].ack == ACK_BEFORE else 0
                     marked = crash_after + 1 if POLICIES[policy].dedupe == "mark-first" else None
-                    wait_for(lambda: (r.llen(names.effects) == crash_after
-                                      and (marked is None or r.scard(names.processed) == marked)
-                                      and _acknowledged(system, names, n) == acked_by_then), seconds,
-                             f"{system} {policy}: {crash_after} effects applied, {acked_by_then} acknowledged",
-                             poll=0.1)
+                    process = processes[policy]
+
+                    def ready_to_kill(names=names, process=process, policy=policy, acked_by_then=acked_by_then,
+                                      marked=marked):
+                        if process.exitcode is not None:  # it died on its own: say so now, not at the deadline
+                            raise RuntimeError(f"{system} {policy}: the consumer process exited (code "
+                                               f"{process.exitcode}) before the kill; its error is above")
+                        return (r.llen(names.effects) == crash_after
+                                and (marked is None or r.scard(names.processed) == marked)
+                                and _acknowledged(system, names, n) == acked_by_then)
+
+                    def seen(names=names):  # the last state, for the timeout message
+                        return (f"{system} {policy}: {crash_after} effects applied and {acked_by_then} "
+                                f"acknowledged (last seen: {r.llen(names.effects)} effects, "
+                                f"{_acknowledged(system, names, n)} acknowledged)")
+
+                    wait_for(ready_to_kill, seconds, seen, poll=0.1)
                     history.inject(processes[policy].pid, signal.SIGKILL,
                                    f"{system} consumer ({policy}) after {crash_after} of a batch of {batch}")
                     self.phase[policy] = "killed"
@@ -683,9 +704,14 @@ def transactional_crash(n: int = 20, batch: int = 10, crash_after: int = 4,
         create_topic(admin, names.output, partitions=1)
         with BoundedWorkers(seconds=seconds + 10, name="transformer") as workers:
             process = workers.process(transform, names, batch, n, crash_after, seconds)
-            wait_for(lambda: (watermarks(admin, names.output)[0][1] == crash_after
-                              and watermarks(admin, names.output, isolation="read_committed")[0][1] == 0),
-                     seconds, f"{names.output}: {crash_after} records in an open transaction")
+            def open_transaction_holds_records():
+                if process.exitcode is not None:  # it died on its own: say so now, not at the deadline
+                    raise RuntimeError(f"the transformer process exited (code {process.exitcode}) before the kill")
+                return (watermarks(admin, names.output)[0][1] == crash_after
+                        and watermarks(admin, names.output, isolation="read_committed")[0][1] == 0)
+
+            wait_for(open_transaction_holds_records, seconds,
+                     f"{names.output}: {crash_after} records in an open transaction")
             history.inject(process.pid, signal.SIGKILL,
                            f"transformer with an open transaction of {crash_after} records")
             process.join(timeouts.REPLY)

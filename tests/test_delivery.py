@@ -80,3 +80,14 @@ def test_a_dedupe_mark_written_before_the_effect_loses_the_message_it_was_killed
     outcome = delivery.crash_consumers("redis", policies=("dedupe marked first",), n=8, batch=4,
                                        crash_after=1)["dedupe marked first"]
     assert outcome.report.require_fault() and (outcome.lost, outcome.applied_twice, outcome.redelivered) == (1, 0, 4)
+
+
+def test_a_coordinator_still_being_found_or_a_timed_out_request_is_retried_not_fatal():
+    from confluent_kafka import KafkaError, KafkaException
+
+    def transient(code):
+        return delivery._transient(KafkaException(KafkaError(code)))
+
+    assert transient(KafkaError._WAIT_COORD) and transient(KafkaError._TIMED_OUT)
+    assert transient(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+    assert not transient(KafkaError.TOPIC_AUTHORIZATION_FAILED)
