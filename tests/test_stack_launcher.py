@@ -208,3 +208,15 @@ def test_rabbitmq_data_of_another_version_is_deleted_before_start(tmp_path, caps
     kept.mkdir(parents=True)
     service.reset_data_of_another_version()  # same version now: the data stays
     assert kept.exists()
+
+
+def test_a_failed_start_shows_the_logs_first_errors_above_its_last_lines(tmp_path):
+    from brokerlab.stack.procs import tail
+
+    log = tmp_path / "server.log"
+    log.write_text("\n".join(["INFO starting"] * 5 + ["ERROR [KafkaServer] bind: Address already in use"]
+                             + ["INFO shutting down"] * 40))
+    shown = tail(log).splitlines()
+    assert "ERROR [KafkaServer] bind: Address already in use" in shown and shown[-1] == "INFO shutting down"
+    log.write_text("\n".join(["INFO fine"] * 30))
+    assert tail(log).splitlines() == ["INFO fine"] * 20           # nothing to add when nothing went wrong

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -133,11 +134,18 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def tail(path: Path, lines: int = 20) -> str:
+def tail(path: Path, lines: int = 20, errors: int = 5) -> str:
+    """The last `lines` of a log, after its first `errors` ERROR/FATAL lines when those are further up: a server
+    that failed usually logs why first and then many lines of orderly shutdown."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError:
         return f"(no log at {path})"
+    last = text[-lines:]
+    first_errors = [line for line in text[:-lines] if re.search(r"\b(ERROR|FATAL|CRITICAL)\b|Exception\b", line)]
+    if not first_errors:
+        return "\n".join(last)
+    return "\n".join(["(first errors)", *first_errors[:errors], "(last lines)", *last])
 
 
 def spawn_detached(argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None,
