@@ -46,12 +46,12 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
     from .stack.scratch import partition_leader
 
     admin = cluster.admin()
-    _offsets_topic_leaders(admin)  # the group coordinators' topic is placed while every node runs
     controller = admin.describe_cluster(request_timeout=10).result(15).controller.id
     # the leader is not the active controller: the metadata quorum then keeps a member that was never hit
     candidates = [n.node_id for n in cluster.nodes if n.node_id != controller]
     leader = candidates[0]
     if group:  # a group whose coordinator is the node to be killed, and that node leads the topic
+        _offsets_topic_leaders(cluster, admin)
         group, leader = _group_coordinated_by(admin, group, candidates)
     followers = [n.node_id for n in cluster.nodes if n.node_id != leader]
     admin.create_topics([NewTopic(topic, num_partitions=1, replica_assignment=[[leader, *followers]],
@@ -85,12 +85,12 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
         history.healthy_rate = len(history.acknowledged) / (time.monotonic() - started)
         # the high watermark moves once every in-sync replica has a message: the healthy phase is fully replicated
         wait_for(lambda: _end_offset(admin, topic) >= before, 30,
-                 f"the followers of {topic}-0 to copy the first {before} messages")
+                 lambda: f"the followers of {topic}-0 to copy the first {before} messages (last answer: "
+                         f"{_end_offset.last})")
         if reader:  # the group's consumer has read and committed the healthy phase before anything breaks
             reader.read_until(lambda: len(reader.received) >= before, 30, f"group {group} to read {before} messages")
-            history.note("committed before the fault", reader.wait_committed(admin, before))
-            history.note("coordinator before the kill", wait_for(lambda: _coordinator(admin, group), 20,
-                                                                   f"the coordinator of group {group}"))
+            history.note("committed before the fault", reader.wait_committed(before))
+            history.note("coordinator before the kill", _coordinator(admin, group))
 
         paused = [cluster.node(f).pid for f in followers]
         for follower, pid in zip(followers, paused):
@@ -125,14 +125,9 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
         if reader:
             reader.killed_at = len(reader.received)
             # not polled meanwhile, the consumer commits nothing new: what comes back is what the dead node stored
-            history.note("committed, answered after the kill", wait_for(lambda: reader.committed(admin), 30,
+            history.note("committed, answered after the kill", wait_for(reader.committed, 30,
                                                                           f"group {group}'s offsets after the kill"))
-
-            def new_coordinator():
-                node = _coordinator(admin, group)
-                return node if node not in (None, leader) else None
-
-            history.note("coordinator after the kill", wait_for(new_coordinator, 30, f"a new coordinator for {group}"))
+            history.note("coordinator after the kill", _coordinator(admin, group))  # a new one has just answered
             deadline = time.monotonic() + 45
             while len(producer) and time.monotonic() < deadline:  # the producer retries, the consumer keeps reading
                 producer.poll(0.05)
@@ -147,7 +142,7 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
             reader.read_until(lambda: reader.position >= end, 30, f"group {group} to reach offset {end}")
             history.note("read after the kill", len(reader.received) - reader.killed_at)
             history.note("end offset", end)
-            history.note("committed at the end", reader.wait_committed(admin, end))
+            history.note("committed at the end", reader.wait_committed(end))
             return history.check(reader.received)
         return history.check(_read_partition(cluster, topic, f"{topic}-reader"))
     finally:
@@ -156,17 +151,28 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
 
 
 def _coordinator(admin, group: str) -> int | None:
-    """The broker id coordinating `group` now (AdminClient.describe_consumer_groups), None without an answer."""
+    """The broker coordinating `group`: the leader of its __consumer_offsets partition, from the cluster's metadata
+    (what FindCoordinator answers).  Not asked with AdminClient.describe_consumer_groups: when its coordinator
+    lookup is retried or times out, librdkafka 2.x can abort the whole process (confluentinc/librdkafka#4605,
+    seen here on a fresh cluster)."""
+    leaders = _partition_leaders(admin, "__consumer_offsets")
+    return leaders.get(_java_string_hash(group) % len(leaders)) if leaders else None
+
+
+def _partition_leaders(admin, topic: str) -> dict[int, int] | None:
     try:
-        return admin.describe_consumer_groups([group], request_timeout=3)[group].result(5).coordinator.id
+        meta = admin.list_topics(topic, timeout=5).topics.get(topic)
     except Exception:
         return None
+    if meta is None or meta.error is not None or not meta.partitions:
+        return None
+    return {p: part.leader for p, part in meta.partitions.items()}
 
 
 def _group_coordinated_by(admin, prefix: str, nodes: list[int], tries: int = 200) -> tuple[str, int]:
     """A group name `prefix-N` coordinated by one of `nodes`, and that node.  A group lives in __consumer_offsets
     partition abs(Java hashCode of its name) % partition count; that partition's leader coordinates it."""
-    leaders = _offsets_topic_leaders(admin)
+    leaders = wait_for(lambda: _partition_leaders(admin, "__consumer_offsets"), 30, "the __consumer_offsets topic")
     if not set(leaders.values()) & set(nodes):
         # Restarted nodes lead nothing until a preferred-leader election gives their partitions back (Kafka runs
         # one every leader.imbalance.check.interval.seconds, 300 s): ask for one now.
@@ -174,8 +180,12 @@ def _group_coordinated_by(admin, prefix: str, nodes: list[int], tries: int = 200
 
         partitions = [TopicPartition("__consumer_offsets", p) for p in leaders]
         admin.elect_leaders(ElectionType.PREFERRED, partitions).result(20)  # (its timeout kwargs fail in 2.16)
-        leaders = wait_for(lambda: (found := _offsets_topic_leaders(admin)) and set(found.values()) & set(nodes)
-                           and found, 20, f"one of nodes {nodes} to lead a __consumer_offsets partition")
+
+        def led_by_nodes():
+            found = _partition_leaders(admin, "__consumer_offsets")
+            return found if found and set(found.values()) & set(nodes) else None
+
+        leaders = wait_for(led_by_nodes, 20, f"one of nodes {nodes} to lead a __consumer_offsets partition")
     for n in range(tries):
         name = f"{prefix}-{n}"
         node = leaders.get(_java_string_hash(name) % len(leaders))
@@ -184,19 +194,21 @@ def _group_coordinated_by(admin, prefix: str, nodes: list[int], tries: int = 200
     raise RuntimeError(f"none of nodes {nodes} leads a __consumer_offsets partition (leaders: {leaders})")
 
 
-def _offsets_topic_leaders(admin) -> dict[int, int]:
+def _offsets_topic_leaders(cluster, admin) -> dict[int, int]:
     """{partition: leader} of __consumer_offsets, created first if no group has been used yet.  Call it while every
     node runs: created while a node is down, the topic gives that node replicas it never leads (a preferred leader
     is never placed on a fenced broker)."""
-    _coordinator(admin, "brokerlab-probe")  # FindCoordinator creates __consumer_offsets
+    from confluent_kafka import TopicPartition
 
-    def leaders() -> dict[int, int] | None:
-        topic = admin.list_topics("__consumer_offsets", timeout=5).topics.get("__consumer_offsets")
-        if topic is None or topic.error is not None or not topic.partitions:
-            return None
-        return {p: meta.leader for p, meta in topic.partitions.items()}
-
-    return wait_for(leaders, 30, "the __consumer_offsets topic")
+    if not _partition_leaders(admin, "__consumer_offsets"):
+        probe = cluster.consumer("brokerlab-probe")  # its coordinator lookup creates __consumer_offsets
+        try:
+            probe.committed([TopicPartition("brokerlab-probe", 0)], timeout=20)
+        except Exception:  # only the lookup matters
+            pass
+        finally:
+            probe.close()
+    return wait_for(lambda: _partition_leaders(admin, "__consumer_offsets"), 30, "the __consumer_offsets topic")
 
 
 def _java_string_hash(text: str) -> int:
@@ -209,11 +221,17 @@ def _java_string_hash(text: str) -> int:
 
 
 def _end_offset(admin, topic: str) -> int:
-    """The high watermark of `topic` partition 0, or -1 while no broker can say (no leader known yet)."""
+    """The high watermark of `topic` partition 0, or -1 while no broker can say (no leader known yet).
+    `_end_offset.last` keeps the last answer or error, for the message of a wait that gives up."""
     try:
-        return kafka_tools.watermarks(admin, topic, [0])[0][1]
-    except Exception:  # e.g. _NOENT "No leaders found" right after creation or a leader change
+        _end_offset.last = kafka_tools.watermarks(admin, topic, [0])[0][1]
+        return _end_offset.last
+    except Exception as exc:  # e.g. _NOENT "No leaders found" right after creation or a leader change
+        _end_offset.last = repr(exc)[:200]
         return -1
+
+
+_end_offset.last = None
 
 
 def _read_partition(cluster, topic: str, group: str, seconds: float = 30) -> list[int]:
@@ -270,14 +288,18 @@ class _GroupReader:
                 raise WaitTimeout(f"gave up after {seconds:g} s waiting for {what} (read {len(self.received)})")
             self.read_for(0.2)
 
-    def committed(self, admin) -> int | None:
-        """The group's committed offset as its coordinator answers now (None: no answer, e.g. it is moving)."""
+    def committed(self) -> int | None:
+        """The group's committed offset as its coordinator answers now (None: no answer, e.g. it is moving).
+        Asked through the group's own consumer: an admin request would risk librdkafka#4605 (see _coordinator)."""
+        from confluent_kafka import TopicPartition
+
         try:
-            return kafka_tools.committed_offsets(admin, self.group, self.topic, [0])[0]
+            offset = self.consumer.committed([TopicPartition(self.topic, 0)], timeout=5)[0].offset
         except Exception:
             return None
+        return offset if offset >= 0 else None
 
-    def wait_committed(self, admin, offset: int, seconds: float = 20) -> int:
+    def wait_committed(self, offset: int, seconds: float = 20) -> int:
         """The group's committed offset once it reached `offset`.  An asynchronous commit sent while the
         coordinator was moving is lost, not retried: the position is committed again meanwhile, as an
         application committing periodically would."""
@@ -285,7 +307,7 @@ class _GroupReader:
 
         def reached():
             self.read_for(0.1)  # serves the commit callbacks
-            value = self.committed(admin)
+            value = self.committed()
             if value is not None and value >= offset:
                 return value
             self.consumer.commit(offsets=[TopicPartition(self.topic, 0, self.position)], asynchronous=True)
@@ -376,7 +398,7 @@ def kafka_unclean_election(cluster, prefix: str, before: int = 100, during: int 
     from .stack.scratch import partition_leader
 
     admin = cluster.admin()
-    _offsets_topic_leaders(admin)  # the group coordinators' topic is placed while every node runs
+    _offsets_topic_leaders(cluster, admin)  # the group coordinators' topic is placed while every node runs
     controller = admin.describe_cluster(request_timeout=10).result(15).controller.id
     leader, follower = [n.node_id for n in cluster.nodes if n.node_id != controller][:2]
     settings = {"min2": {"min.insync.replicas": "2"},
