@@ -84,9 +84,9 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
         producer.flush(30)
         history.healthy_rate = len(history.acknowledged) / (time.monotonic() - started)
         # the high watermark moves once every in-sync replica has a message: the healthy phase is fully replicated
-        wait_for(lambda: _end_offset(admin, topic) >= before, 30,
+        wait_for(lambda: _end_offset(cluster, topic) >= before, 30,
                  lambda: f"the followers of {topic}-0 to copy the first {before} messages (last answer: "
-                         f"{_end_offset.last})")
+                         f"{_end_offset.last})", poll=0.2)
         if reader:  # the group's consumer has read and committed the healthy phase before anything breaks
             reader.read_until(lambda: len(reader.received) >= before, 30, f"group {group} to read {before} messages")
             history.note("committed before the fault", reader.wait_committed(before))
@@ -138,7 +138,7 @@ def kafka_leader_kill(cluster, topic: str, acks: str, min_insync: int = 1, befor
         history.note("leader after the kill", partition_leader(admin, topic))
 
         if reader:
-            end = wait_for(lambda: _end_offset(admin, topic) + 1, 20, f"the end offset of {topic}-0") - 1
+            end = wait_for(lambda: _end_offset(cluster, topic) + 1, 20, f"the end offset of {topic}-0", poll=0.5) - 1
             reader.read_until(lambda: reader.position >= end, 30, f"group {group} to reach offset {end}")
             history.note("read after the kill", len(reader.received) - reader.killed_at)
             history.note("end offset", end)
@@ -220,18 +220,24 @@ def _java_string_hash(text: str) -> int:
     return 0 if h == -2**31 else abs(h)
 
 
-def _end_offset(admin, topic: str) -> int:
+def _end_offset(cluster, topic: str) -> int:
     """The high watermark of `topic` partition 0, or -1 while no broker can say (no leader known yet).
-    `_end_offset.last` keeps the last answer or error, for the message of a wait that gives up."""
+    After a failure the next call asks through a new admin client: one client's leader lookup was seen failing
+    for 30 s after node restarts ("No leaders found").  `_end_offset.last` keeps the last answer or error, for the
+    message of a wait that gives up."""
+    admin = _end_offset.admins.get(id(cluster)) or cluster.admin()
     try:
         _end_offset.last = kafka_tools.watermarks(admin, topic, [0])[0][1]
+        _end_offset.admins = {id(cluster): admin}
         return _end_offset.last
     except Exception as exc:  # e.g. _NOENT "No leaders found" right after creation or a leader change
         _end_offset.last = repr(exc)[:200]
+        _end_offset.admins = {}
         return -1
 
 
 _end_offset.last = None
+_end_offset.admins = {}
 
 
 def _read_partition(cluster, topic: str, group: str, seconds: float = 30) -> list[int]:
@@ -441,8 +447,8 @@ def kafka_unclean_election(cluster, prefix: str, before: int = 100, during: int 
     for history in histories.values():
         history.healthy_rate = rate  # the same setting (acks=all, min.insync.replicas=1) on both topics
     for name in (topics["clean"], topics["unclean"]):
-        wait_for(lambda: _end_offset(admin, name) >= before, 30,
-                 f"node {follower} to copy the first {before} messages of {name}")
+        wait_for(lambda: _end_offset(cluster, name) >= before, 30,
+                 f"node {follower} to copy the first {before} messages of {name}", poll=0.2)
     isr_before = {key: _answered_state(admin, name)[1] for key, name in topics.items()}
 
     follower_pid = cluster.node(follower).pid
