@@ -66,6 +66,7 @@ class Report:
     seconds: float         # duration of the publishing phase
     lost_ids: list = field(default_factory=list)
     healthy_rate: float | None = None  # acknowledgements per second measured before any fault (the setting's cost)
+    notes: dict = field(default_factory=dict)  # what else the experiment observed (History.note)
 
     @property
     def faulted(self) -> bool:
@@ -108,6 +109,7 @@ class History:
         self._attempted: set[Hashable] = set()
         self.faults: list[Fault] = []
         self.healthy_rate: float | None = None  # set by the experiment: acks/s while nothing was broken
+        self.notes: dict = {}  # observations of the experiment beside the counts (a new leader, an ISR, an error)
 
     # --- the producer side ---------------------------------------------------------------
     def attempt(self, msg_id: Hashable) -> None:
@@ -137,6 +139,11 @@ class History:
     def errors(self) -> dict:
         with self._lock:
             return dict(self._failed)
+
+    def note(self, key: str, value: object) -> None:
+        """Record an observation the counts do not hold (e.g. "leader after the kill": 2); it goes into the report."""
+        with self._lock:
+            self.notes[key] = value
 
     def done_publishing(self) -> None:
         """Mark the end of the publishing phase (acks/s is measured up to here)."""
@@ -180,4 +187,5 @@ class History:
                 seconds=end - self.started,
                 lost_ids=lost[:20],
                 healthy_rate=self.healthy_rate,
+                notes=dict(self.notes),
             )

@@ -31,6 +31,14 @@ def test_a_quiet_run_cannot_claim_lost_zero():
         report.require_fault()
 
 
+def test_notes_go_into_the_report_as_they_were_when_it_was_made():
+    history = History("notes")
+    history.note("leader after the kill", 2)
+    report = history.check([])
+    history.note("leader after the kill", 3)  # a later note does not rewrite a verdict already given
+    assert report.notes == {"leader after the kill": 2}
+
+
 def _write_kill_read(server, history: History, count: int, kill_after: int) -> list[str]:
     """SET count keys (one acknowledgement per reply), SIGKILL the server after kill_after of them
     through the checker, restart it on the same data folder and read every key back."""
