@@ -59,5 +59,8 @@ def test_kafka_acks_isr_shrink_unclean_election_and_a_group_consumer_across_the_
     notes = acks_all.notes
     assert notes["read after the kill"] > 0
     assert notes["coordinator before the kill"] == notes["leader killed"] != notes["coordinator after the kill"]
-    assert notes["committed before the fault"] == notes["committed, answered after the kill"] == 300
+    assert notes["committed before the fault"] == 300
+    # the offsets came back from another node, not reset (301 when the consumer had already read the one message
+    # sent after the pause, seen once under load)
+    assert notes["committed, answered after the kill"] >= 300
     assert notes["committed at the end"] == notes["end offset"]
