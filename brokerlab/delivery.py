@@ -173,24 +173,25 @@ class RedisStreamSource:
         self.r.xack(self.names.source, self.names.group, *[token for token, _ in batch])
 
     @staticmethod
-    def acknowledged(names: Names) -> int:
-        """The broker's view: entries delivered to the group and acknowledged."""
+    def _group(names: Names) -> dict:
+        """XINFO GROUPS' entry for the run's group."""
         r = redis_client()
         try:
-            group = next(g for g in r.xinfo_groups(names.source) if g["name"] == names.group)
-            return int(group["entries-read"] or 0) - int(group["pending"])
+            return next(g for g in r.xinfo_groups(names.source) if g["name"] == names.group)
         finally:
             r.close()
 
     @staticmethod
+    def acknowledged(names: Names) -> int:
+        """The broker's view: entries delivered to the group and acknowledged."""
+        group = RedisStreamSource._group(names)
+        return int(group["entries-read"] or 0) - int(group["pending"])
+
+    @staticmethod
     def remaining(names: Names) -> int:
         """What a restarted consumer must still handle: pending (unacknowledged) + never delivered (lag)."""
-        r = redis_client()
-        try:
-            group = next(g for g in r.xinfo_groups(names.source) if g["name"] == names.group)
-            return int(group["pending"]) + int(group["lag"] or 0)
-        finally:
-            r.close()
+        group = RedisStreamSource._group(names)
+        return int(group["pending"]) + int(group["lag"] or 0)
 
     @staticmethod
     def delete(names: Names) -> None:
